@@ -1,0 +1,9 @@
+"""``python -m embedserve`` runs the CLI."""
+
+from __future__ import annotations
+
+import sys
+
+from embedserve.cli import main
+
+sys.exit(main())

@@ -1,0 +1,175 @@
+"""``Engine``: load a model, tokenise, and embed through the scheduler; usable with or without the HTTP server.
+
+Async callers use ``start`` / ``tokenize`` / ``embed`` / ``stop``; scripts can call ``embed_texts`` directly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import numpy.typing as npt
+
+from embedserve.engine.backends import create_backend
+from embedserve.engine.backends.base import Backend
+from embedserve.engine.loading import LoadedModel, load_model
+from embedserve.engine.scheduler import BatchStats, Scheduler, SchedulerConfig, pad_batch
+from embedserve.engine.tokenizer import WordPieceTokenizer
+from embedserve.engine.types import Encoding, ModelInfo
+from embedserve.errors import ContextLengthExceededError, EngineError
+from embedserve.settings import EngineSettings
+
+logger = logging.getLogger(__name__)
+
+
+class Engine:
+    def __init__(
+        self,
+        settings: EngineSettings,
+        *,
+        backend: Backend | None = None,
+        on_batch: Callable[[BatchStats], None] | None = None,
+    ) -> None:
+        self.settings = settings
+        self._backend = backend
+        self._on_batch = on_batch
+        self._model: LoadedModel | None = None
+        self._tokenizer: WordPieceTokenizer | None = None
+        self._scheduler: Scheduler | None = None
+        self._info: ModelInfo | None = None
+
+    @property
+    def info(self) -> ModelInfo:
+        if self._info is None:
+            raise RuntimeError("Engine.start() has not run yet")
+        return self._info
+
+    @property
+    def running(self) -> bool:
+        return self._scheduler is not None
+
+    @property
+    def queue_depth(self) -> int:
+        return self._scheduler.queue_depth if self._scheduler else 0
+
+    @property
+    def queued_tokens(self) -> int:
+        return self._scheduler.queued_tokens if self._scheduler else 0
+
+    def _load(self) -> None:
+        model = load_model(self.settings)
+        tokenizer = WordPieceTokenizer(model.tokenizer_path, vocab_size=model.config.vocab_size)
+        backend = self._backend or create_backend(model, self.settings)
+        self._model, self._tokenizer, self._backend = model, tokenizer, backend
+        self._info = ModelInfo(
+            name=model.served_name,
+            source=model.source,
+            dim=model.config.hidden_size,
+            max_tokens=model.max_seq_length,
+            vocab_size=model.config.vocab_size,
+            pooling=model.pooling,
+            normalize=model.normalize,
+            backend=backend.name,
+            dtype=backend.dtype,
+            device=backend.device,
+            cls_token_id=tokenizer.cls_id,
+            sep_token_id=tokenizer.sep_id,
+            pad_token_id=tokenizer.pad_id,
+        )
+
+    async def start(self) -> None:
+        """Load the model and backend (off the event loop), start the scheduler, run one warm-up pass."""
+        if self._scheduler is not None:
+            return
+        if self._info is None:
+            await asyncio.to_thread(self._load)
+        assert self._backend is not None and self._tokenizer is not None
+        config = SchedulerConfig(
+            pad_id=self._tokenizer.pad_id,
+            max_batch_tokens=self.settings.max_batch_tokens,
+            max_batch_size=self.settings.max_batch_size,
+            max_queued_tokens=self.settings.max_queued_tokens,
+        )
+        self._scheduler = Scheduler(self._backend, config, on_batch=self._on_batch)
+        self._scheduler.start()
+        await self.ready()
+        logger.info(
+            "engine ready: %s (%d-dim) on %s %s %s",
+            self.info.name,
+            self.info.dim,
+            self.info.backend,
+            self.info.dtype,
+            self.info.device,
+        )
+
+    async def stop(self, *, timeout: float | None = None) -> None:
+        scheduler, self._scheduler = self._scheduler, None
+        if scheduler is not None:
+            await scheduler.stop(timeout=timeout)
+        if self._backend is not None:
+            self._backend.close()
+
+    async def tokenize(self, texts: Sequence[str], *, truncate: bool) -> list[Encoding]:
+        """Tokenise off the event loop (HF tokenizers releases the GIL and uses its own threads)."""
+        tok = self._require_tokenizer()
+        return await asyncio.to_thread(
+            tok.encode_texts, list(texts), truncate=truncate, max_tokens=self.info.max_tokens
+        )
+
+    def encode_token_ids(self, ids: Sequence[Sequence[int]], *, truncate: bool) -> list[Encoding]:
+        return self._require_tokenizer().encode_ids(ids, truncate=truncate, max_tokens=self.info.max_tokens)
+
+    async def embed(self, encodings: Sequence[Encoding]) -> npt.NDArray[np.float32]:
+        """``(n, dim)`` float32 rows in input order. Cancelling the caller cancels its queued inputs."""
+        limit = self.info.max_tokens
+        for i, enc in enumerate(encodings):
+            if enc.length > limit:
+                raise ContextLengthExceededError(
+                    f"input[{i}] has {enc.length} tokens; the limit is {limit}.", param="input"
+                )
+        if not encodings:
+            return np.zeros((0, self.info.dim), dtype=np.float32)
+        futures = self._require_scheduler().submit(encodings)
+        try:
+            rows = await asyncio.gather(*futures)
+        except BaseException:
+            for fut in futures:
+                fut.cancel()
+            raise
+        return np.stack(rows).astype(np.float32, copy=False)
+
+    async def ready(self) -> bool:
+        """A tiny forward pass ([CLS] [SEP]) on the inference thread succeeds and gives finite numbers."""
+        scheduler = self._require_scheduler()
+        backend, info = self._backend, self.info
+        assert backend is not None
+        ids, mask = pad_batch([Encoding(ids=(info.cls_token_id, info.sep_token_id))], pad_id=info.pad_token_id)
+        try:
+            out = await scheduler.run_sync(lambda: backend.forward(ids, mask))
+        except Exception:
+            logger.exception("readiness forward pass failed")
+            return False
+        return bool(out.shape == (1, info.dim) and np.isfinite(out).all())
+
+    def embed_texts(self, texts: Sequence[str], *, truncate: bool = False) -> npt.NDArray[np.float32]:
+        """Synchronous convenience for scripts and batch jobs: start (once), tokenise and embed."""
+        return asyncio.run(self._embed_once(texts, truncate=truncate))
+
+    async def _embed_once(self, texts: Sequence[str], *, truncate: bool) -> npt.NDArray[np.float32]:
+        await self.start()
+        try:
+            return await self.embed(await self.tokenize(texts, truncate=truncate))
+        finally:
+            await self.stop()
+
+    def _require_tokenizer(self) -> WordPieceTokenizer:
+        if self._tokenizer is None:
+            raise EngineError("The engine has not been started.")
+        return self._tokenizer
+
+    def _require_scheduler(self) -> Scheduler:
+        if self._scheduler is None:
+            raise EngineError("The engine is not running.")
+        return self._scheduler

@@ -1,0 +1,209 @@
+"""The single owner of the engine's queue: packs tokenised inputs into batches and runs them on one thread.
+
+Each input has its own future. Up to two batches are in flight (one running, the next prepared), so the inference
+thread never waits on the event loop. Inputs whose caller went away (future cancelled) are skipped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+
+from embedserve.engine.backends.base import Backend
+from embedserve.engine.batching import plan_batch
+from embedserve.engine.types import Encoding
+from embedserve.errors import EngineError, ServerOverloadedError, ServiceUnavailableError
+
+logger = logging.getLogger(__name__)
+
+Clock = Callable[[], float]
+Vector = npt.NDArray[np.float32]
+
+
+@dataclass(slots=True)
+class Entry:
+    encoding: Encoding
+    future: asyncio.Future[Vector]
+    enqueued_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class BatchStats:
+    size: int
+    tokens: int
+    padded_tokens: int
+    queue_seconds: float
+    inference_seconds: float
+
+
+@dataclass(slots=True)
+class _Throughput:
+    """Tokens per second, smoothed, to tell a refused caller when to come back."""
+
+    tokens_per_second: float = 2000.0
+
+    def update(self, tokens: int, seconds: float) -> None:
+        if seconds > 0:
+            self.tokens_per_second = 0.8 * self.tokens_per_second + 0.2 * (tokens / seconds)
+
+
+@dataclass
+class SchedulerConfig:
+    pad_id: int
+    max_batch_tokens: int
+    max_batch_size: int
+    max_queued_tokens: int
+    in_flight: int = 2
+    clock: Clock = field(default=time.monotonic)
+
+
+class Scheduler:
+    def __init__(
+        self, backend: Backend, config: SchedulerConfig, *, on_batch: Callable[[BatchStats], None] | None = None
+    ) -> None:
+        self._backend = backend
+        self._cfg = config
+        self._on_batch = on_batch
+        self._pending: list[Entry] = []
+        self._queued_tokens = 0
+        self._wakeup = asyncio.Event()
+        self._slots = asyncio.Semaphore(config.in_flight)
+        self._inflight: set[asyncio.Future[None]] = set()
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="embedserve-inference")
+        self._task: asyncio.Task[None] | None = None
+        self._accepting = False
+        self._rate = _Throughput()
+
+    @property
+    def queued_tokens(self) -> int:
+        return self._queued_tokens
+
+    @property
+    def queue_depth(self) -> int:
+        return len(self._pending)
+
+    def start(self) -> None:
+        if self._task is None:
+            self._accepting = True
+            self._task = asyncio.get_running_loop().create_task(self._loop(), name="embedserve-scheduler")
+
+    def run_sync(self, fn: Callable[[], Vector]) -> asyncio.Future[Vector]:
+        """Run ``fn`` on the inference thread (warm-up, readiness probes) without racing a batch."""
+        return asyncio.get_running_loop().run_in_executor(self._executor, fn)
+
+    def submit(self, encodings: Sequence[Encoding]) -> list[asyncio.Future[Vector]]:
+        if not self._accepting:
+            raise ServiceUnavailableError("The server is shutting down; retry on another replica.")
+        tokens = sum(e.length for e in encodings)
+        if self._queued_tokens and self._queued_tokens + tokens > self._cfg.max_queued_tokens:
+            wait = max(1, math.ceil(self._queued_tokens / self._rate.tokens_per_second))
+            raise ServerOverloadedError(
+                f"The server is at capacity ({self._queued_tokens} tokens queued, limit "
+                f"{self._cfg.max_queued_tokens}); retry in {wait} s.",
+                headers={"Retry-After": str(wait)},
+            )
+        loop = asyncio.get_running_loop()
+        now = self._cfg.clock()
+        futures = []
+        for enc in encodings:
+            entry = Entry(encoding=enc, future=loop.create_future(), enqueued_at=now)
+            self._pending.append(entry)
+            futures.append(entry.future)
+        self._queued_tokens += tokens
+        self._wakeup.set()
+        return futures
+
+    def _take_batch(self) -> list[Entry]:
+        live = [e for e in self._pending if not e.future.done()]
+        self._queued_tokens -= sum(e.encoding.length for e in self._pending if e.future.done())
+        self._pending = live
+        if not live:
+            return []
+        lengths = [e.encoding.length for e in live]
+        chosen = plan_batch(lengths, oldest=0, max_tokens=self._cfg.max_batch_tokens, max_size=self._cfg.max_batch_size)
+        picked = set(chosen)
+        batch = [live[i] for i in chosen]
+        self._pending = [e for i, e in enumerate(live) if i not in picked]
+        self._queued_tokens -= sum(e.encoding.length for e in batch)
+        return batch
+
+    async def _loop(self) -> None:
+        while True:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            while self._pending:
+                await self._slots.acquire()
+                batch = self._take_batch()
+                if not batch:
+                    self._slots.release()
+                    break
+                self._dispatch(batch)
+
+    def _dispatch(self, batch: list[Entry]) -> None:
+        loop = asyncio.get_running_loop()
+        dispatched = self._cfg.clock()
+        ids, mask = pad_batch([e.encoding for e in batch], pad_id=self._cfg.pad_id)
+        started = time.perf_counter()
+        work = loop.run_in_executor(self._executor, self._backend.forward, ids, mask)
+        done: asyncio.Future[None] = asyncio.ensure_future(self._finish(work, batch, dispatched, started))
+        self._inflight.add(done)
+        done.add_done_callback(self._inflight.discard)
+
+    async def _finish(
+        self, work: asyncio.Future[Vector], batch: list[Entry], dispatched: float, started: float
+    ) -> None:
+        try:
+            vectors = await work
+        except Exception:
+            logger.exception("inference failed for a batch of %d inputs", len(batch))
+            for entry in batch:
+                if not entry.future.done():
+                    entry.future.set_exception(EngineError("Inference failed on the server; it has been logged."))
+            return
+        finally:
+            self._slots.release()
+        seconds = time.perf_counter() - started
+        for entry, row in zip(batch, vectors, strict=True):
+            if not entry.future.done():
+                entry.future.set_result(row)
+        tokens = sum(e.encoding.length for e in batch)
+        self._rate.update(tokens, seconds)
+        if self._on_batch is not None:
+            longest = max(e.encoding.length for e in batch)
+            oldest = min(e.enqueued_at for e in batch)
+            self._on_batch(BatchStats(len(batch), tokens, longest * len(batch), dispatched - oldest, seconds))
+
+    async def stop(self, *, timeout: float | None = None) -> None:
+        """Stop accepting, finish what is queued (within ``timeout``), then fail whatever is left."""
+        self._accepting = False
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self._pending or self._inflight:
+            if deadline is not None and time.monotonic() >= deadline:
+                break
+            await asyncio.sleep(0.01)
+        for entry in self._pending:
+            if not entry.future.done():
+                entry.future.set_exception(ServiceUnavailableError("The server shut down before this input ran."))
+        self._pending.clear()
+        if self._task is not None:
+            self._task.cancel()
+            self._task = None
+        self._executor.shutdown(wait=True, cancel_futures=True)
+
+
+def pad_batch(encodings: Sequence[Encoding], *, pad_id: int) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    longest = max(e.length for e in encodings)
+    ids = np.full((len(encodings), longest), pad_id, dtype=np.int64)
+    mask = np.zeros((len(encodings), longest), dtype=np.int64)
+    for row, enc in enumerate(encodings):
+        ids[row, : enc.length] = enc.ids
+        mask[row, : enc.length] = 1
+    return ids, mask

@@ -1,0 +1,57 @@
+"""WordPiece tokenisation with HF ``tokenizers``: texts or caller-given token ids become exact ``Encoding``s.
+
+Nothing is truncated unless asked: an over-long input keeps its full length so the service can name it in a 400.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from tokenizers import Tokenizer
+
+from embedserve.engine.types import Encoding
+from embedserve.errors import InvalidInputError
+
+
+class WordPieceTokenizer:
+    def __init__(self, path: Path, *, vocab_size: int) -> None:
+        self._tok = Tokenizer.from_file(str(path))
+        self._tok.no_truncation()
+        self._tok.no_padding()
+        self.vocab_size = vocab_size
+        self.cls_id = self._special("[CLS]")
+        self.sep_id = self._special("[SEP]")
+        self.pad_id = self._special("[PAD]")
+
+    def _special(self, token: str) -> int:
+        token_id = self._tok.token_to_id(token)
+        if token_id is None:
+            raise ValueError(f"the tokenizer has no {token} token")
+        return int(token_id)
+
+    def encode_texts(self, texts: Sequence[str], *, truncate: bool, max_tokens: int) -> list[Encoding]:
+        encoded = self._tok.encode_batch(list(texts), add_special_tokens=True)
+        return [self._fit(tuple(e.ids), truncate=truncate, max_tokens=max_tokens) for e in encoded]
+
+    def encode_ids(self, id_lists: Sequence[Sequence[int]], *, truncate: bool, max_tokens: int) -> list[Encoding]:
+        out = []
+        for index, ids in enumerate(id_lists):
+            if len(ids) == 0:
+                raise InvalidInputError(f"input[{index}] is an empty token list.", param="input")
+            for token_id in ids:
+                if not 0 <= token_id < self.vocab_size:
+                    raise InvalidInputError(
+                        f"input[{index}] contains token id {token_id}, outside this model's vocabulary "
+                        f"(0 to {self.vocab_size - 1}); token ids must be BERT WordPiece ids.",
+                        param="input",
+                    )
+            wrapped = ids[0] == self.cls_id and ids[-1] == self.sep_id and len(ids) >= 2
+            full = tuple(ids) if wrapped else (self.cls_id, *ids, self.sep_id)
+            out.append(self._fit(full, truncate=truncate, max_tokens=max_tokens))
+        return out
+
+    def _fit(self, ids: tuple[int, ...], *, truncate: bool, max_tokens: int) -> Encoding:
+        if truncate and len(ids) > max_tokens:
+            return Encoding(ids=(*ids[: max_tokens - 1], self.sep_id), truncated=True)
+        return Encoding(ids=ids)

@@ -1,0 +1,140 @@
+"""One exception tree for the whole package.
+
+Each class carries its HTTP status, OpenAI error ``type`` and ``code``; ``param`` and extra response headers are
+per instance. Engine and accounting raise these; ``api/errors.py`` renders them as the OpenAI envelope.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import ClassVar
+
+
+class EmbedServeError(Exception):
+    """Base of every error embedserve reports to a caller."""
+
+    status: ClassVar[int] = 500
+    type: ClassVar[str] = "server_error"
+    code: ClassVar[str | None] = None
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        param: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        self.headers: dict[str, str] = dict(headers or {})
+
+
+class InvalidRequestError(EmbedServeError):
+    status = 400
+    type = "invalid_request_error"
+    code = "invalid_request"
+
+
+class InvalidInputError(InvalidRequestError):
+    """The ``input`` field is malformed: empty, too many items, bad token ids."""
+
+    code = "invalid_input"
+
+
+class ContextLengthExceededError(InvalidRequestError):
+    """An input is longer than the model's context and the caller did not ask for truncation."""
+
+    code = "context_length_exceeded"
+
+
+class UnsupportedDimensionsError(InvalidRequestError):
+    code = "invalid_dimensions"
+
+
+class ModelNotFoundError(EmbedServeError):
+    status = 404
+    type = "invalid_request_error"
+    code = "model_not_found"
+
+
+class NotFoundError(EmbedServeError):
+    status = 404
+    type = "invalid_request_error"
+    code = "not_found"
+
+
+class MethodNotAllowedError(EmbedServeError):
+    status = 405
+    type = "invalid_request_error"
+    code = "method_not_allowed"
+
+
+class RequestTooLargeError(EmbedServeError):
+    status = 413
+    type = "invalid_request_error"
+    code = "request_too_large"
+
+
+class ValidationFailedError(EmbedServeError):
+    """The body is not valid JSON or does not match the request schema (400, as OpenAI answers it)."""
+
+    status = 400
+    type = "invalid_request_error"
+    code = "invalid_request"
+
+
+class AuthenticationError(EmbedServeError):
+    status = 401
+    type = "invalid_request_error"
+    code = "invalid_api_key"
+
+
+class PermissionDeniedError(EmbedServeError):
+    status = 403
+    type = "invalid_request_error"
+    code = "permission_denied"
+
+
+class InsufficientQuotaError(EmbedServeError):
+    status = 402
+    type = "insufficient_quota"
+    code = "insufficient_quota"
+
+
+class RateLimitExceededError(EmbedServeError):
+    status = 429
+    type = "rate_limit_error"
+    code = "rate_limit_exceeded"
+
+
+class ServerOverloadedError(EmbedServeError):
+    """The engine's queue is full; the caller should retry after ``Retry-After`` seconds."""
+
+    status = 503
+    type = "server_error"
+    code = "server_overloaded"
+
+
+class ServiceUnavailableError(EmbedServeError):
+    status = 503
+    type = "server_error"
+    code = "service_unavailable"
+
+
+class ModelLoadError(EmbedServeError):
+    """The model could not be found or loaded; raised at start-up, before any request."""
+
+    code = "model_load_failed"
+
+
+class EngineError(EmbedServeError):
+    """Inference failed. The message is generic; the cause is logged, never returned."""
+
+    code = "engine_error"
+
+
+class StoreError(EmbedServeError):
+    """The accounting store is unreachable or inconsistent."""
+
+    code = "store_error"

@@ -1,0 +1,77 @@
+"""The one settings tree (environment prefix ``EMBEDSERVE_``), built once by the CLI and passed down.
+
+``EngineSettings`` is all the engine sees, so the engine can be built without the server (library use, batch jobs).
+Nested engine fields read from ``EMBEDSERVE_ENGINE__<FIELD>``; the rest from ``EMBEDSERVE_<FIELD>``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_MODEL = "BAAI/bge-large-en-v1.5"
+BGE_QUERY_INSTRUCTION = "Represent this sentence for searching relevant passages: "
+
+LoadFormat = Literal["auto", "safetensors", "dummy"]
+BackendName = Literal["auto", "torch", "onnx", "fake"]
+DType = Literal["auto", "float32", "bfloat16", "float16", "int8"]
+LogFormat = Literal["text", "json"]
+
+
+def default_data_dir() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "embedserve"
+
+
+class EngineSettings(BaseModel):
+    """What the engine needs to load a model and run it; nothing about HTTP, keys or credits."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    model: str = DEFAULT_MODEL
+    served_model_name: str | None = None
+    load_format: LoadFormat = "auto"
+    seed: int = 0
+    backend: BackendName = "auto"
+    dtype: DType = "auto"
+    device: str = "auto"
+    threads: int | None = Field(default=None, ge=1)
+    max_batch_tokens: int = Field(default=16384, ge=512)
+    max_batch_size: int = Field(default=256, ge=1)
+    max_queued_tokens: int = Field(default=2_000_000, ge=512)
+    auto_truncate: bool = False
+    query_instruction: str = BGE_QUERY_INSTRUCTION
+    cache_dir: Path | None = None
+
+
+class Settings(BaseSettings):
+    """Server, gateway and operator settings, plus the engine's."""
+
+    model_config = SettingsConfigDict(env_prefix="EMBEDSERVE_", env_nested_delimiter="__", frozen=True, extra="ignore")
+
+    engine: EngineSettings = EngineSettings()
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+    max_inputs: int = Field(default=2048, ge=1)
+    max_body_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)
+    log_level: str = "info"
+    log_format: LogFormat = "text"
+    shutdown_timeout: float = Field(default=30.0, ge=0)
+    metrics_port: int | None = None
+
+    auth: bool = True
+    admin_key: str | None = None
+    data_dir: Path = Field(default_factory=default_data_dir)
+    database_url: str | None = None
+    redis_url: str | None = None
+    credits_per_1k_tokens: float = Field(default=1.0, ge=0)
+
+    # gateway
+    default_rpm: int | None = Field(default=None, ge=0)  # for keys created without --rpm; None or 0: unlimited
+    default_tpm: int | None = Field(default=None, ge=0)
+    gateway_lease_seconds: float = Field(default=30.0, gt=0)  # a silent replica's reservations refund after this
