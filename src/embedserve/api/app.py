@@ -1,0 +1,92 @@
+"""``create_app(settings, *, engine=None, gateway=None)``: the FastAPI app and its lifespan.
+
+The app holds no durable state: keys, credits and usage live in the gateway's store, so any number of replicas can
+run behind a load balancer. An engine or gateway passed in is started here if it is not running yet.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
+
+from fastapi import FastAPI
+
+from embedserve import __version__
+from embedserve.api.errors import install_error_handlers
+from embedserve.api.middleware import RequestContextMiddleware
+from embedserve.api.routes import admin, embeddings, health, models, playground
+from embedserve.api.routes import metrics as metrics_routes
+from embedserve.metrics import Metrics, batch_observer, set_model_info, track_queue
+from embedserve.service import EmbeddingService
+from embedserve.settings import Settings
+
+if TYPE_CHECKING:
+    from embedserve.accounting.gateway import Gateway
+    from embedserve.engine.engine import Engine
+
+logger = logging.getLogger(__name__)
+
+
+def _default_gateway(settings: Settings) -> Gateway:
+    from embedserve.accounting import build_gateway
+
+    return build_gateway(settings)
+
+
+def create_app(
+    settings: Settings,
+    *,
+    engine: Engine | None = None,
+    gateway: Gateway | None = None,
+    metrics: Metrics | None = None,
+) -> FastAPI:
+    metrics = metrics or Metrics.create()  # ops wiring: one registry per app (pass the engine's, if it has one)
+    if engine is None:
+        from embedserve.engine.engine import Engine
+
+        engine = Engine(settings.engine, on_batch=batch_observer(metrics))
+    if gateway is None:
+        gateway = _default_gateway(settings)
+    service = EmbeddingService(engine=engine, gateway=gateway, max_inputs=settings.max_inputs, metrics=metrics)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await engine.start()
+        await gateway.start()
+        info = engine.info  # ops wiring: the model info metric
+        set_model_info(
+            metrics, model=info.name, backend=info.backend, dtype=info.dtype, device=info.device, dim=info.dim
+        )
+        try:
+            yield
+        finally:
+            app.state.shutting_down = True
+            await engine.stop(timeout=settings.shutdown_timeout)
+            await gateway.stop()
+
+    app = FastAPI(
+        title="embedserve",
+        version=__version__,
+        summary="OpenAI-compatible embeddings API for BAAI/bge-large-en-v1.5",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.engine = engine
+    app.state.gateway = gateway
+    app.state.service = service
+    app.state.started_at = int(time.time())
+    app.state.shutting_down = False
+    app.state.metrics = metrics  # ops wiring
+    track_queue(metrics, depth=lambda: engine.queue_depth, tokens=lambda: engine.queued_tokens)  # ops wiring
+    install_error_handlers(app)
+    for module in (embeddings, models, health, admin, metrics_routes, playground):
+        app.include_router(module.router)
+    app.add_middleware(
+        RequestContextMiddleware,
+        max_body_bytes=settings.max_body_bytes,
+        on_complete=metrics_routes.request_observer(metrics),  # ops wiring
+    )
+    return app

@@ -1,0 +1,90 @@
+"""The OpenAI wire format for embeddings and models, as pydantic models (the only pydantic outside settings)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+InputType = Literal["query", "search_query", "document", "passage", "search_document"]
+
+
+class EmbeddingRequest(BaseModel):
+    """``POST /v1/embeddings``. Unknown fields are ignored, as OpenAI-compatible servers do."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    input: Annotated[
+        str | list[str] | list[int] | list[list[int]],
+        Field(description="A string, a list of strings, a list of token ids, or a list of token-id lists."),
+    ]
+    model: str | None = Field(default=None, description="The served model name; defaults to the only model.")
+    encoding_format: Literal["float", "base64"] = "float"
+    dimensions: int | None = Field(default=None, description="Accepted only when equal to the model's width.")
+    user: str | None = None
+    input_type: InputType | None = Field(
+        default=None,
+        description="`query`/`search_query` prepends BGE's retrieval instruction; documents get nothing.",
+    )
+    truncate: bool | None = Field(
+        default=None,
+        description="Truncate inputs longer than the model's context instead of refusing them (400).",
+    )
+
+
+class EmbeddingObject(BaseModel):
+    object: Literal["embedding"] = "embedding"
+    index: int
+    embedding: list[float] | str
+
+
+class Usage(BaseModel):
+    prompt_tokens: int
+    total_tokens: int
+
+
+class MetaUsage(BaseModel):
+    credits_used: int
+
+
+class Meta(BaseModel):
+    usage: MetaUsage
+
+
+class EmbeddingResponse(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[EmbeddingObject]
+    model: str
+    usage: Usage
+    id: str
+    created: int
+    meta: Meta
+
+
+class ModelCard(BaseModel):
+    id: str
+    object: Literal["model"] = "model"
+    created: int
+    owned_by: str = "embedserve"
+    dimensions: int | None = None
+    max_input_tokens: int | None = None
+
+
+class ModelList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[ModelCard]
+
+
+class ErrorDetail(BaseModel):
+    message: str
+    type: str
+    param: str | None = None
+    code: str | None = None
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorDetail
+
+
+def error_body(*, message: str, type: str, param: str | None, code: str | None) -> dict[str, Any]:
+    return {"error": {"message": message, "type": type, "param": param, "code": code}}

@@ -1,0 +1,93 @@
+"""``POST /v1/embeddings`` (alias ``/embeddings``): the OpenAI embeddings endpoint."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Awaitable
+from typing import Annotated, TypeVar
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import Response
+
+from embedserve.accounting.gateway import Principal
+from embedserve.api.deps import get_principal, get_service, request_id
+from embedserve.api.encoding import dumps, embedding_items
+from embedserve.api.protocol import EmbeddingRequest, EmbeddingResponse, ErrorResponse
+from embedserve.metrics import observe_usage
+from embedserve.service import EmbedRequest, EmbedResult
+
+router = APIRouter(tags=["embeddings"])
+T = TypeVar("T")
+
+_ERRORS: dict[int | str, dict[str, object]] = {
+    code: {"model": ErrorResponse} for code in (400, 401, 402, 404, 413, 429, 500, 503)
+}
+
+
+async def _cancel_on_disconnect(request: Request, work: Awaitable[T]) -> T:
+    """Run ``work`` but cancel it if the client disconnects, so its queued inputs are skipped and refunded."""
+    task = asyncio.ensure_future(work)
+    watcher = asyncio.ensure_future(_wait_disconnect(request))
+    try:
+        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watcher.cancel()
+    if not task.done():
+        task.cancel()
+    return await task
+
+
+async def _wait_disconnect(request: Request) -> None:
+    # The body has been read by now, so the next message the server sends is the disconnect.
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            return
+
+
+def _render(result: EmbedResult, *, encoding_format: str) -> bytes:
+    tokens = result.prompt_tokens
+    return dumps(
+        {
+            "object": "list",
+            "data": embedding_items(result.vectors, encoding_format=encoding_format),  # type: ignore[arg-type]
+            "model": result.model,
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+            "id": f"embd-{uuid.uuid4().hex}",
+            "created": int(time.time()),
+            "meta": {"usage": {"credits_used": result.credits_used}},
+        }
+    )
+
+
+@router.post("/v1/embeddings", response_model=EmbeddingResponse, responses=_ERRORS)
+@router.post("/embeddings", response_model=EmbeddingResponse, include_in_schema=False)
+async def create_embeddings(
+    body: EmbeddingRequest,
+    request: Request,
+    principal: Annotated[Principal, Depends(get_principal)],
+) -> Response:
+    """Create embeddings for one or many inputs."""
+    embed_request = EmbedRequest(
+        input=body.input,
+        request_id=request_id(request),
+        model=body.model,
+        input_type=body.input_type,
+        truncate=body.truncate,
+        dimensions=body.dimensions,
+    )
+    result = await _cancel_on_disconnect(request, get_service(request).embed(embed_request, principal))
+    inputs, tokens = len(result.token_counts), result.prompt_tokens
+    request.state.inputs, request.state.tokens = inputs, tokens  # ops wiring: the access line's counts
+    observe_usage(
+        request.app.state.metrics, key_id=principal.key_id, inputs=inputs, tokens=tokens, credits=result.credits_used
+    )
+    headers = {
+        **result.headers,
+        "x-embedserve-truncated-inputs": str(result.truncated),
+        "x-embedserve-input-tokens": ",".join(map(str, result.token_counts)),
+    }
+    content = _render(result, encoding_format=body.encoding_format)
+    return Response(content, media_type="application/json", headers=headers)

@@ -1,0 +1,23 @@
+"""``/health`` (the process is up) and ``/ready`` (a tiny forward pass succeeds); both open, no key needed."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+
+from embedserve.api.deps import get_engine
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/health")
+async def health() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.get("/ready", response_model=None)
+async def ready(request: Request) -> JSONResponse | dict[str, str]:
+    engine = get_engine(request)
+    if request.app.state.shutting_down or not await engine.ready():
+        return JSONResponse({"status": "unavailable"}, status_code=503)
+    return {"status": "ready", "model": engine.info.name}

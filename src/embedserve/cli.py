@@ -1,0 +1,119 @@
+"""The ``embedserve`` command: parses flags into one ``Settings`` and hands it to the part that runs.
+
+``serve`` loads the model before binding the port, so a bad ``--model`` fails with one clear line, not a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from embedserve import __version__
+from embedserve.errors import EmbedServeError
+from embedserve.settings import DEFAULT_MODEL, Settings
+
+logger = logging.getLogger("embedserve")
+
+# flag -> (settings path, argparse kwargs). Defaults are None so unset flags fall back to env, then Settings.
+_ENGINE_FLAGS: dict[str, dict[str, Any]] = {
+    "--model": {"help": f"hub id or local directory of a sentence-transformers model (default {DEFAULT_MODEL})"},
+    "--served-model-name": {"help": "the name clients send and see (default: model id, or the folder name)"},
+    "--load-format": {"choices": ["auto", "safetensors", "dummy"], "help": "dummy = seeded random weights"},
+    "--seed": {"type": int, "help": "seed for --load-format dummy"},
+    "--backend": {"choices": ["auto", "torch", "onnx", "fake"]},
+    "--dtype": {"choices": ["auto", "float32", "bfloat16", "float16", "int8"]},
+    "--device": {"help": "auto, cpu, cuda, cuda:N"},
+    "--threads": {"type": int, "help": "intra-op threads for inference (default: all available cores)"},
+    "--max-batch-tokens": {"type": int, "help": "padded tokens per forward pass"},
+    "--max-batch-size": {"type": int},
+    "--max-queued-tokens": {"type": int, "help": "queue bound; past it requests get 503 with Retry-After"},
+    "--auto-truncate": {
+        "action": "store_const",
+        "const": True,
+        "help": "truncate over-long inputs by default",
+    },
+}
+_SERVER_FLAGS: dict[str, dict[str, Any]] = {
+    "--host": {},
+    "--port": {"type": int},
+    "--max-inputs": {"type": int, "help": "inputs per request (default 2048)"},
+    "--max-body-bytes": {"type": int},
+    "--log-level": {"choices": ["debug", "info", "warning", "error"]},
+    "--log-format": {"choices": ["text", "json"]},
+    "--shutdown-timeout": {"type": float, "help": "seconds to finish queued work on SIGTERM"},
+    "--metrics-port": {"type": int, "help": "serve /metrics openly on this port"},
+}
+_GATEWAY_FLAGS: dict[str, dict[str, Any]] = {
+    "--no-auth": {"dest": "auth", "action": "store_const", "const": False, "help": "serve without API keys"},
+    "--admin-key": {"help": "the operator key for /admin and /metrics"},
+    "--data-dir": {"help": "where the SQLite store lives (default $XDG_DATA_HOME/embedserve)"},
+    "--database-url": {"help": "e.g. postgresql+asyncpg://user@host/db for several replicas"},
+    "--redis-url": {"help": "shared rate-limit storage for several replicas, e.g. redis://host:6379/0"},
+    "--credits-per-1k-tokens": {"type": float, "help": "price; rounded up per request (default 1)"},
+}
+
+
+def _add_flags(parser: argparse.ArgumentParser | argparse._ArgumentGroup, flags: dict[str, dict[str, Any]]) -> None:
+    for flag, kwargs in flags.items():
+        parser.add_argument(flag, default=None, **kwargs)
+
+
+def add_gateway_flags(parser: argparse.ArgumentParser) -> None:
+    _add_flags(parser, _GATEWAY_FLAGS)
+
+
+def _dest(flag: str) -> str:
+    return flag.lstrip("-").replace("-", "_")
+
+
+def build_settings(args: argparse.Namespace) -> Settings:
+    """Flags given on the command line override the environment, which overrides the defaults."""
+    values = {k: v for k, v in vars(args).items() if v is not None}
+    engine = {_dest(f): values.pop(_dest(f)) for f in _ENGINE_FLAGS if _dest(f) in values}
+    top = {k: v for k, v in values.items() if k in Settings.model_fields and k != "engine"}
+    kwargs: dict[str, Any] = dict(top)
+    if engine:
+        kwargs["engine"] = engine
+    return Settings(**kwargs)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="embedserve", description="OpenAI-compatible embeddings server")
+    parser.add_argument("--version", action="version", version=f"embedserve {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="load the model and serve the API")
+    for group, flags in (("model", _ENGINE_FLAGS), ("server", _SERVER_FLAGS), ("gateway", _GATEWAY_FLAGS)):
+        _add_flags(serve.add_argument_group(group), flags)
+    serve.set_defaults(func=_serve)
+    from embedserve.accounting.cli import add_subcommands
+
+    add_subcommands(sub)
+    return parser
+
+
+def _serve(args: argparse.Namespace, settings: Settings) -> int:
+    from embedserve.serve import run_server
+
+    return asyncio.run(run_server(settings))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    func = args.func
+    del args.func, args.command
+    try:
+        settings = build_settings(args)
+        return int(func(args, settings))
+    except EmbedServeError as exc:
+        print(f"embedserve: error: {exc.message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,180 @@
+"""EmbeddingService.embed: normalise input -> tokenise -> check limits -> admit -> engine.embed -> settle.
+
+No HTTP in here: the API calls it with plain values, and so can a batch job. Every admission is settled exactly once,
+charged on success and refunded on failure or cancellation (the client went away).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, cast
+
+import numpy as np
+import numpy.typing as npt
+
+from embedserve import errors
+from embedserve.accounting.gateway import Admission, Gateway, Principal
+from embedserve.engine.types import Encoding
+from embedserve.metrics import Metrics, observe_tokenization
+
+if TYPE_CHECKING:
+    from embedserve.engine.engine import Engine
+
+logger = logging.getLogger(__name__)
+
+RawInput = str | Sequence[str] | Sequence[int] | Sequence[Sequence[int]]
+QUERY_INPUT_TYPES = frozenset({"query", "search_query"})
+
+
+@dataclass(frozen=True, slots=True)
+class EmbedRequest:
+    input: RawInput
+    request_id: str
+    model: str | None = None
+    input_type: str | None = None
+    truncate: bool | None = None
+    dimensions: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class EmbedResult:
+    vectors: npt.NDArray[np.float32]
+    token_counts: tuple[int, ...]
+    truncated: int
+    credits_used: int
+    model: str
+    headers: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def prompt_tokens(self) -> int:
+        return sum(self.token_counts)
+
+
+def normalize_input(raw: RawInput, *, max_inputs: int) -> list[str] | list[list[int]]:
+    """The four OpenAI input forms become either a list of texts or a list of token-id lists."""
+    if isinstance(raw, str):
+        items: list[str] | list[list[int]] = [raw]
+    elif len(raw) == 0:
+        raise errors.InvalidInputError("'input' must not be empty.", param="input")
+    elif all(isinstance(x, int) for x in raw):
+        items = [[int(cast(int, x)) for x in raw]]
+    elif all(isinstance(x, str) for x in raw):
+        items = [str(x) for x in raw]
+    else:
+        items = [[int(t) for t in cast(Sequence[int], x)] for x in raw]
+    if len(items) > max_inputs:
+        raise errors.InvalidInputError(
+            f"'input' has {len(items)} items; this server accepts at most {max_inputs} per request.",
+            param="input",
+        )
+    for i, item in enumerate(items):
+        if len(item) == 0:
+            kind = "string" if isinstance(item, str) else "token list"
+            raise errors.InvalidInputError(f"input[{i}] is an empty {kind}.", param="input")
+    return items
+
+
+class EmbeddingService:
+    def __init__(self, *, engine: Engine, gateway: Gateway, max_inputs: int, metrics: Metrics | None = None) -> None:
+        self._engine = engine
+        self._metrics = metrics
+        self._gateway = gateway
+        self._max_inputs = max_inputs
+        self._instruction_ids: tuple[int, ...] | None = None
+
+    @property
+    def model_name(self) -> str:
+        return self._engine.info.name
+
+    def check_model(self, requested: str | None) -> str:
+        info = self._engine.info
+        if requested is not None and requested not in (info.name, info.source):
+            raise errors.ModelNotFoundError(
+                f"The model '{requested}' does not exist on this server; it serves '{info.name}'.",
+                param="model",
+            )
+        return info.name
+
+    def _check_dimensions(self, dimensions: int | None) -> None:
+        dim = self._engine.info.dim
+        if dimensions is not None and dimensions != dim:
+            raise errors.UnsupportedDimensionsError(
+                f"'dimensions' must be {dim} or omitted: {self.model_name} is not Matryoshka-trained, so "
+                f"shortened vectors would lose quality; it only produces full {dim}-dimensional embeddings.",
+                param="dimensions",
+            )
+
+    async def _encode(self, items: list[str] | list[list[int]], *, query: bool, truncate: bool) -> list[Encoding]:
+        engine = self._engine
+        if items and isinstance(items[0], str):
+            texts = [str(t) for t in items]
+            if query:
+                texts = [engine.settings.query_instruction + t for t in texts]
+            return await engine.tokenize(texts, truncate=truncate)
+        id_lists = [[int(t) for t in cast(list[int], ids)] for ids in items]
+        if query:
+            prefix = list(await self._query_prefix_ids())
+            id_lists = [self._with_prefix(ids, prefix) for ids in id_lists]
+        return engine.encode_token_ids(id_lists, truncate=truncate)
+
+    def _with_prefix(self, ids: list[int], prefix: list[int]) -> list[int]:
+        info = self._engine.info
+        if ids and ids[0] == info.cls_token_id:
+            return [ids[0], *prefix, *ids[1:]]
+        return [*prefix, *ids]
+
+    async def _query_prefix_ids(self) -> tuple[int, ...]:
+        if self._instruction_ids is None:
+            instruction = self._engine.settings.query_instruction.strip()
+            (enc,) = await self._engine.tokenize([instruction], truncate=False)
+            self._instruction_ids = enc.ids[1:-1]
+        return self._instruction_ids
+
+    def _check_lengths(self, encodings: Sequence[Encoding]) -> None:
+        limit = self._engine.info.max_tokens
+        for i, enc in enumerate(encodings):
+            if enc.length > limit:
+                raise errors.ContextLengthExceededError(
+                    f"input[{i}] has {enc.length} tokens, more than the model's limit of {limit} tokens "
+                    '(counting [CLS] and [SEP]). Shorten it, or send "truncate": true to have it truncated.',
+                    param="input",
+                )
+
+    async def embed(self, request: EmbedRequest, principal: Principal) -> EmbedResult:
+        model = self.check_model(request.model)
+        self._check_dimensions(request.dimensions)
+        items = normalize_input(request.input, max_inputs=self._max_inputs)
+        truncate = request.truncate if request.truncate is not None else self._engine.settings.auto_truncate
+        query = request.input_type in QUERY_INPUT_TYPES
+        started = time.perf_counter()
+        encodings = await self._encode(items, query=query, truncate=truncate)
+        if self._metrics is not None:  # ops wiring: tokenisation duration
+            observe_tokenization(self._metrics, time.perf_counter() - started)
+        self._check_lengths(encodings)
+        counts = tuple(e.length for e in encodings)
+        admission = await self._gateway.admit(
+            principal, request_id=request.request_id, model=model, inputs=len(counts), tokens=sum(counts)
+        )
+        vectors = await self._run(encodings, admission)
+        return EmbedResult(
+            vectors=vectors,
+            token_counts=counts,
+            truncated=sum(e.truncated for e in encodings),
+            credits_used=admission.credits,
+            model=model,
+            headers=dict(admission.headers),
+        )
+
+    async def _run(self, encodings: Sequence[Encoding], admission: Admission) -> npt.NDArray[np.float32]:
+        ok = False
+        try:
+            vectors = await self._engine.embed(encodings)
+            ok = True
+            return vectors
+        finally:
+            # Shielded: a client that goes away cancels us, but its reservation must still be refunded.
+            await asyncio.shield(self._gateway.settle(admission, ok=ok))
