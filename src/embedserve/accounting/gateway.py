@@ -1,0 +1,89 @@
+"""The seam between a request and the accounting: who is calling, may they, and what it cost.
+
+``Gateway`` is what the service and the API depend on. ``OpenGateway`` serves everyone (``--no-auth``) and only
+prices requests; the store-backed gateway (keys, credits, limits, ledger) implements the same protocol.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Protocol
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """The caller a bearer key resolved to. ``key_id`` is None when auth is off."""
+
+    key_id: str | None
+    name: str
+
+
+ANONYMOUS = Principal(key_id=None, name="anonymous")
+
+
+@dataclass(frozen=True, slots=True)
+class Admission:
+    """A request let through: its reservation, and the headers (rate limits) every response should carry."""
+
+    principal: Principal
+    request_id: str
+    tokens: int
+    credits: int
+    reservation_id: str | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+def price(tokens: int, *, credits_per_1k_tokens: float) -> int:
+    """Credits for one request: ``credits_per_1k_tokens`` per started 1,000 tokens, rounded up per request."""
+    if tokens <= 0 or credits_per_1k_tokens <= 0:
+        return 0
+    return math.ceil(tokens * credits_per_1k_tokens / 1000 - 1e-9)
+
+
+class Gateway(Protocol):
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    async def authenticate(self, bearer: str | None) -> Principal:
+        """Resolve a bearer token to a principal or raise ``AuthenticationError``."""
+        ...
+
+    async def authenticate_admin(self, bearer: str | None) -> None:
+        """Allow an operator (admin key) through, or raise ``AuthenticationError`` / ``PermissionDeniedError``."""
+        ...
+
+    async def admit(self, principal: Principal, *, request_id: str, model: str, inputs: int, tokens: int) -> Admission:
+        """Check rate limits and reserve credits, or raise ``RateLimitExceededError`` / ``InsufficientQuotaError``."""
+        ...
+
+    async def settle(self, admission: Admission, *, ok: bool) -> None:
+        """Charge the reservation (``ok``) or refund it, and record the request in the usage ledger."""
+        ...
+
+
+class OpenGateway:
+    """Accepts any bearer (the official SDKs refuse to start without one) and prices requests."""
+
+    def __init__(self, *, credits_per_1k_tokens: float = 1.0) -> None:
+        self._credits_per_1k = credits_per_1k_tokens
+
+    async def start(self) -> None:
+        return None
+
+    async def stop(self) -> None:
+        return None
+
+    async def authenticate(self, bearer: str | None) -> Principal:
+        return ANONYMOUS
+
+    async def authenticate_admin(self, bearer: str | None) -> None:
+        return None
+
+    async def admit(self, principal: Principal, *, request_id: str, model: str, inputs: int, tokens: int) -> Admission:
+        credits = price(tokens, credits_per_1k_tokens=self._credits_per_1k)
+        return Admission(principal=principal, request_id=request_id, tokens=tokens, credits=credits)
+
+    async def settle(self, admission: Admission, *, ok: bool) -> None:
+        return None

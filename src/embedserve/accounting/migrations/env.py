@@ -1,0 +1,14 @@
+"""Alembic environment: runs on the connection ``embedserve.accounting.store`` hands it (online only)."""
+
+from __future__ import annotations
+
+from alembic import context
+
+from embedserve.accounting.schema import metadata
+
+connection = context.config.attributes.get("connection")
+if connection is None:
+    raise RuntimeError("run migrations with `embedserve db upgrade`, which supplies the connection")
+context.configure(connection=connection, target_metadata=metadata, render_as_batch=True)
+with context.begin_transaction():
+    context.run_migrations()

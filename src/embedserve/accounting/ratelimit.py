@@ -1,0 +1,111 @@
+"""Per-key requests and tokens per minute, on the ``limits`` library (sliding-window counter).
+
+Memory storage by default; ``async+redis://`` when a Redis URL is set, so replicas share one budget.
+Produces the OpenAI ``x-ratelimit-*`` headers for every response, ``Retry-After`` and ``retry-after-ms``
+on a 429.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from limits import RateLimitItemPerMinute
+from limits.aio.storage import Storage
+from limits.aio.strategies import SlidingWindowCounterRateLimiter
+from limits.storage import storage_from_string
+
+from embedserve.errors import RateLimitExceededError, StoreError
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    rpm: int | None = None  # None or 0: unlimited
+    tpm: int | None = None
+
+
+def storage_uri(redis_url: str | None) -> str:
+    if not redis_url:
+        return "async+memory://"
+    for scheme in ("redis://", "rediss://", "redis+unix://"):
+        if redis_url.startswith(scheme):
+            return "async+" + redis_url
+    return redis_url
+
+
+def reset_text(seconds: float) -> str:
+    """OpenAI's reset format: ``20ms``, ``1s``, ``6m0s``."""
+    if seconds < 1:
+        return f"{max(0, math.ceil(seconds * 1000))}ms"
+    whole = math.ceil(seconds)
+    minutes, secs = divmod(whole, 60)
+    return f"{minutes}m{secs}s" if minutes else f"{secs}s"
+
+
+class RateLimiter:
+    def __init__(self, *, redis_url: str | None = None, clock: Callable[[], float] = time.time) -> None:
+        uri = storage_uri(redis_url)
+        # redis-py (a declared dependency) rather than limits' default async client, coredis.
+        options = {"implementation": "redispy"} if "redis" in uri.split("://")[0] else {}
+        storage = storage_from_string(uri, **options)
+        if not isinstance(storage, Storage):
+            raise ValueError(f"not an asyncio rate-limit storage: {uri}")
+        self._storage: Storage = storage
+        self._limiter = SlidingWindowCounterRateLimiter(self._storage)
+        self._clock = clock
+
+    async def acquire(self, key_id: str, limits: Limits, *, tokens: int) -> dict[str, str]:
+        """Count one request of ``tokens`` tokens or raise ``RateLimitExceededError``; returns headers."""
+        checks = [
+            (name, RateLimitItemPerMinute(limit), cost)
+            for name, limit, cost in (("requests", limits.rpm, 1), ("tokens", limits.tpm, tokens))
+            if limit
+        ]
+        try:
+            for name, item, cost in checks:
+                if cost > item.amount:
+                    reason = f"This request has {cost} {name}; your key allows {item.amount} {name} per minute."
+                    await self._refuse(key_id, checks, name=name, reason=reason)
+                if not await self._limiter.test(item, key_id, name, cost=cost):
+                    await self._refuse(key_id, checks, name=name, reason=self._reason(name, item.amount))
+            for name, item, cost in checks:
+                if not await self._limiter.hit(item, key_id, name, cost=cost):
+                    await self._refuse(key_id, checks, name=name, reason=self._reason(name, item.amount))
+            headers, _ = await self._headers(key_id, checks)
+            return headers
+        except RateLimitExceededError:
+            raise
+        except Exception as exc:  # storage unreachable (Redis down)
+            raise StoreError("The rate-limit store is unavailable.") from exc
+
+    @staticmethod
+    def _reason(name: str, amount: int) -> str:
+        return f"Rate limit reached: your key allows {amount} {name} per minute. Retry after the delay given."
+
+    async def _headers(
+        self, key_id: str, checks: list[tuple[str, RateLimitItemPerMinute, int]]
+    ) -> tuple[dict[str, str], dict[str, float]]:
+        headers: dict[str, str] = {}
+        waits: dict[str, float] = {}
+        now = self._clock()
+        for name, item, _cost in checks:
+            stats = await self._limiter.get_window_stats(item, key_id, name)
+            waits[name] = max(0.0, stats.reset_time - now)
+            headers[f"x-ratelimit-limit-{name}"] = str(item.amount)
+            headers[f"x-ratelimit-remaining-{name}"] = str(max(0, stats.remaining))
+            headers[f"x-ratelimit-reset-{name}"] = reset_text(waits[name])
+        return headers, waits
+
+    async def _refuse(
+        self, key_id: str, checks: list[tuple[str, RateLimitItemPerMinute, int]], *, name: str, reason: str
+    ) -> None:
+        headers, waits = await self._headers(key_id, checks)
+        wait = max(0.001, waits.get(name, 60.0))
+        headers["retry-after"] = str(max(1, math.ceil(wait)))
+        headers["retry-after-ms"] = str(math.ceil(wait * 1000))
+        raise RateLimitExceededError(reason, headers=headers)
+
+    async def reset(self) -> None:
+        await self._storage.reset()

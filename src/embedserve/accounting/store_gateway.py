@@ -1,0 +1,158 @@
+"""``StoreGateway``: the ``Gateway`` backed by the key store, the credit ledger and the rate limiter."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import logging
+import time
+import uuid
+from collections.abc import Callable
+
+from embedserve.accounting.bootstrap import ADMIN_NOTICE, USER_NOTICE, announce_stderr, create_first_key
+from embedserve.accounting.credits import CreditLedger, Reservation
+from embedserve.accounting.gateway import Admission, Principal, price
+from embedserve.accounting.instances import InstanceRegistry
+from embedserve.accounting.keys import KeyInfo, KeyRegistry, hash_secret
+from embedserve.accounting.ratelimit import Limits, RateLimiter
+from embedserve.accounting.store import Store
+from embedserve.errors import AuthenticationError, InsufficientQuotaError, PermissionDeniedError
+
+logger = logging.getLogger(__name__)
+
+
+class StoreGateway:
+    def __init__(
+        self,
+        *,
+        store: Store,
+        limiter: RateLimiter,
+        credits_per_1k_tokens: float,
+        admin_key: str | None = None,
+        default_limits: Limits | None = None,
+        lease_s: float = 30.0,
+        clock: Callable[[], float] = time.time,
+        announce: Callable[[str], None] = announce_stderr,
+    ) -> None:
+        self.store = store
+        self.limiter = limiter
+        self.instance_id = str(uuid.uuid4())
+        self.keys = KeyRegistry(store, clock=clock)
+        self.ledger = CreditLedger(store, instance_id=self.instance_id, clock=clock)
+        self.instances = InstanceRegistry(store, instance_id=self.instance_id, lease_s=lease_s, clock=clock)
+        self.clock = clock
+        self._credits_per_1k = credits_per_1k_tokens
+        self._admin_hash = hash_secret(admin_key) if admin_key else None
+        self._defaults = default_limits or Limits()
+        self._lease_s = lease_s
+        self._announce = announce
+        self._limits: dict[str, Limits] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        # SQLite is the single-host default: bring it to head. A shared PostgreSQL is upgraded by the operator.
+        await self.store.ensure_schema(auto_upgrade=self.store.is_sqlite)
+        await self.instances.register()
+        await self.instances.reconcile()
+        secret = await create_first_key(self.store, self.keys, admin=False, clock=self.clock)
+        if secret:
+            self._announce(USER_NOTICE.format(secret=secret))
+        if self._admin_hash is None:
+            secret = await create_first_key(self.store, self.keys, admin=True, clock=self.clock)
+            if secret:
+                self._announce(ADMIN_NOTICE.format(secret=secret))
+        self._task = asyncio.create_task(self._keep_alive(), name="embedserve-gateway-heartbeat")
+
+    async def _keep_alive(self) -> None:
+        while True:
+            await asyncio.sleep(self._lease_s / 3)
+            try:
+                await self.instances.heartbeat()
+                await self.instances.reconcile()
+            except Exception:
+                logger.exception("gateway heartbeat failed")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        try:
+            await self.instances.deregister()
+            await self.instances.reconcile_own()
+        finally:
+            await self.store.dispose()
+
+    async def authenticate(self, bearer: str | None) -> Principal:
+        if not bearer:
+            raise AuthenticationError(
+                "You didn't provide an API key. Send it as 'Authorization: Bearer <key>'; "
+                "the server operator can create one with `embedserve keys create`."
+            )
+        info = await self.keys.find(bearer, kind="user")
+        if info is None:
+            raise AuthenticationError("Incorrect API key provided.")
+        if info.revoked:
+            raise AuthenticationError("This API key has been revoked.")
+        self._limits[info.id] = self._limits_of(info)
+        return Principal(key_id=info.id, name=info.name)
+
+    async def authenticate_admin(self, bearer: str | None) -> None:
+        if not bearer:
+            raise AuthenticationError("This route needs the admin key: send 'Authorization: Bearer <admin key>'.")
+        if self._admin_hash is not None and hmac.compare_digest(hash_secret(bearer), self._admin_hash):
+            return
+        admin = await self.keys.find(bearer, kind="admin")
+        if admin is not None and not admin.revoked:
+            return
+        if await self.keys.find(bearer, kind="user") is not None:
+            raise PermissionDeniedError("This route needs the admin key; a user API key is not accepted here.")
+        raise AuthenticationError("Incorrect admin key provided.")
+
+    def _limits_of(self, info: KeyInfo) -> Limits:
+        return Limits(
+            rpm=self._defaults.rpm if info.rpm is None else info.rpm,
+            tpm=self._defaults.tpm if info.tpm is None else info.tpm,
+        )
+
+    async def admit(self, principal: Principal, *, request_id: str, model: str, inputs: int, tokens: int) -> Admission:
+        if principal.key_id is None:
+            raise AuthenticationError("This request has no API key.")
+        key_id = principal.key_id
+        limits = self._limits.get(key_id) or self._limits_of(await self.keys.get(key_id))
+        headers = await self.limiter.acquire(key_id, limits, tokens=tokens)
+        credits = price(tokens, credits_per_1k_tokens=self._credits_per_1k)
+        try:
+            reservation = await self.ledger.reserve(
+                key_id=key_id,
+                request_id=request_id,
+                model=model,
+                inputs=inputs,
+                tokens=tokens,
+                credits=credits,
+            )
+        except InsufficientQuotaError as exc:
+            exc.headers.update(headers)
+            raise
+        return Admission(
+            principal=principal,
+            request_id=request_id,
+            tokens=tokens,
+            credits=credits,
+            reservation_id=reservation.id,
+            headers=headers,
+        )
+
+    async def settle(self, admission: Admission, *, ok: bool) -> None:
+        if admission.reservation_id is None or admission.principal.key_id is None:
+            return
+        reservation = Reservation(
+            id=admission.reservation_id, key_id=admission.principal.key_id, credits=admission.credits
+        )
+        # Shielded: a client that goes away cancels the request task, but the ledger write must finish.
+        if ok:
+            await asyncio.shield(self.ledger.charge(reservation))
+        else:
+            await asyncio.shield(self.ledger.refund(reservation.id))
