@@ -1,0 +1,81 @@
+"""A stand-in engine for gateway tests while the real one is not on this branch: the real bge tokenizer (exact
+token counts), deterministic unit vectors, an optional delay and a failure trigger ("FAIL" in a text).
+
+``python -m tests.gateway_stub_engine`` serves the real app with it (settings from ``EMBEDSERVE_*``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, cast
+
+import numpy as np
+import numpy.typing as npt
+from tokenizers import Tokenizer
+
+from embedserve.engine.types import Encoding, ModelInfo
+from embedserve.errors import EngineError
+from embedserve.settings import EngineSettings
+
+REFERENCE_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "reference" / "bge-large-en-v1.5"
+FAIL_TOKEN = "FAIL"
+
+
+class StubEngine:
+    def __init__(self, *, delay: float = 0.0, name: str = "BAAI/bge-large-en-v1.5") -> None:
+        self.settings = EngineSettings(model=str(REFERENCE_DIR), backend="fake")
+        self._tokenizer = Tokenizer.from_file(str(REFERENCE_DIR / "tokenizer.json"))
+        self._fail_ids = set(self._tokenizer.encode(FAIL_TOKEN, add_special_tokens=False).ids)
+        self._delay = delay
+        self.info = ModelInfo(
+            name=name, source=str(REFERENCE_DIR), dim=1024, max_tokens=512, vocab_size=30522, pooling="cls",
+            normalize=True, backend="stub", dtype="float32", device="cpu", cls_token_id=101, sep_token_id=102,
+            pad_token_id=0,
+        )  # fmt: skip
+
+    async def start(self) -> None:
+        return None
+
+    async def stop(self, *, timeout: float = 0) -> None:
+        return None
+
+    async def ready(self) -> bool:
+        return True
+
+    async def tokenize(self, texts: Sequence[str], *, truncate: bool) -> list[Encoding]:
+        return [Encoding(ids=tuple(e.ids)) for e in self._tokenizer.encode_batch(list(texts))]
+
+    def encode_token_ids(self, id_lists: Sequence[Sequence[int]], *, truncate: bool) -> list[Encoding]:
+        return [Encoding(ids=(101, *ids, 102)) for ids in id_lists]
+
+    async def embed(self, encodings: Sequence[Encoding]) -> npt.NDArray[np.float32]:
+        if self._delay:
+            await asyncio.sleep(self._delay)
+        rows = []
+        for enc in encodings:
+            if self._fail_ids & set(enc.ids):
+                raise EngineError("Inference failed.")
+            seed = int.from_bytes(hashlib.sha256(repr(enc.ids).encode()).digest()[:8], "little")
+            vec = np.random.default_rng(seed).standard_normal(1024).astype(np.float32)
+            rows.append(vec / np.linalg.norm(vec))
+        return np.stack(rows)
+
+
+def main() -> None:
+    import uvicorn
+
+    from embedserve.api.app import create_app
+    from embedserve.settings import Settings
+
+    settings = Settings()
+    engine = StubEngine(delay=float(os.environ.get("ESGW_STUB_DELAY", "0")))
+    app = create_app(settings, engine=cast(Any, engine))
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,60 @@
+"""Real weights (all-MiniLM-L6-v2): embedserve's torch engine matches sentence-transformers and is batch-invariant."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from embedserve.engine import Engine, EngineSettings
+from tests.model.sentences import sentences
+
+
+def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    a = a / np.linalg.norm(a, axis=1, keepdims=True)
+    b = b / np.linalg.norm(b, axis=1, keepdims=True)
+    return np.sum(a * b, axis=1)
+
+
+@pytest.fixture(scope="module")
+def texts() -> list[str]:
+    return sentences(240)
+
+
+@pytest.fixture(scope="module")
+def reference(minilm_model_dir: Path, texts: list[str]) -> np.ndarray:
+    from sentence_transformers import SentenceTransformer
+
+    model = SentenceTransformer(str(minilm_model_dir), device="cpu")
+    return np.asarray(model.encode(texts, batch_size=32, convert_to_numpy=True), dtype=np.float32)
+
+
+@pytest.fixture
+async def engine(minilm_model_dir: Path) -> Iterator[Engine]:
+    eng = Engine(EngineSettings(model=str(minilm_model_dir), backend="torch", dtype="float32", max_batch_tokens=4096))
+    await eng.start()
+    yield eng
+    await eng.stop()
+
+
+async def test_fp32_matches_sentence_transformers(engine: Engine, texts: list[str], reference: np.ndarray) -> None:
+    ours = await engine.embed(await engine.tokenize(texts, truncate=True))
+    cos = cosines(ours, reference)
+    assert len(texts) >= 200
+    assert cos.min() >= 0.99999, f"min cosine {cos.min():.7f} at {texts[int(cos.argmin())][:40]!r}"
+    assert np.allclose(np.linalg.norm(ours, axis=1), 1.0, atol=1e-5)
+
+
+async def test_text_alone_equals_text_in_mixed_batch(engine: Engine, texts: list[str]) -> None:
+    batch = await engine.embed(await engine.tokenize(texts[:60], truncate=True))
+    alone = np.stack([(await engine.embed(await engine.tokenize([t], truncate=True)))[0] for t in texts[:60]])
+    cos = cosines(alone, batch)
+    assert cos.min() >= 0.99999, f"min cosine {cos.min():.7f}"
+
+
+async def test_token_ids_embed_like_their_text(engine: Engine) -> None:
+    (enc,) = await engine.tokenize(["Laura is a DJ."], truncate=False)
+    from_ids = engine.encode_token_ids([list(enc.ids[1:-1])], truncate=False)
+    assert np.array_equal(await engine.embed([enc]), await engine.embed(from_ids))

@@ -1,0 +1,161 @@
+"""The scheduler with a recording fake backend: budgets, order, cancellation, back-pressure, shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import numpy as np
+import numpy.typing as npt
+import pytest
+
+from embedserve.engine.scheduler import BatchStats, Scheduler, SchedulerConfig
+from embedserve.engine.types import Encoding
+from embedserve.errors import EngineError, ServerOverloadedError, ServiceUnavailableError
+
+
+class RecordingBackend:
+    """Returns each row's first token id as its vector; records every batch; can be paused or made to fail."""
+
+    name = "recording"
+    dtype = "float32"
+    device = "cpu"
+
+    def __init__(self) -> None:
+        self.batches: list[list[int]] = []  # real lengths per batch
+        self.threads: set[str] = set()
+        self.gate = threading.Event()
+        self.gate.set()
+        self.fail = False
+
+    def forward(self, ids: npt.NDArray[np.int64], mask: npt.NDArray[np.int64]) -> npt.NDArray[np.float32]:
+        self.gate.wait(timeout=10)
+        self.threads.add(threading.current_thread().name)
+        self.batches.append([int(m.sum()) for m in mask])
+        if self.fail:
+            raise RuntimeError("device lost")
+        return ids[:, :1].astype(np.float32)
+
+    def close(self) -> None:
+        pass
+
+
+def enc(length: int, tag: int = 7) -> Encoding:
+    return Encoding(ids=(tag,) + (1,) * (length - 1))
+
+
+def make(backend: RecordingBackend, **overrides: int) -> Scheduler:
+    cfg = {"pad_id": 0, "max_batch_tokens": 64, "max_batch_size": 8, "max_queued_tokens": 10_000, **overrides}
+    return Scheduler(backend, SchedulerConfig(clock=lambda: 100.0, **cfg))
+
+
+async def test_results_come_back_in_input_order_on_one_thread() -> None:
+    backend = RecordingBackend()
+    sched = make(backend)
+    sched.start()
+    futures = sched.submit([enc(3, tag=i + 10) for i in range(20)])
+    rows = await asyncio.gather(*futures)
+    assert [int(r[0]) for r in rows] == list(range(10, 30))
+    assert len(backend.threads) == 1 and next(iter(backend.threads)).startswith("embedserve-inference")
+    await sched.stop()
+
+
+async def test_every_batch_respects_token_budget_and_size() -> None:
+    backend = RecordingBackend()
+    sched = make(backend, max_batch_tokens=64, max_batch_size=8)
+    sched.start()
+    lengths = [3, 30, 5, 17, 60, 2, 9, 33, 4, 12] * 5
+    await asyncio.gather(*sched.submit([enc(n) for n in lengths]))
+    assert sorted(n for b in backend.batches for n in b) == sorted(lengths)
+    for batch in backend.batches:
+        assert max(batch) * len(batch) <= 64 and len(batch) <= 8
+    await sched.stop()
+
+
+async def test_large_request_is_split_not_refused() -> None:
+    backend = RecordingBackend()
+    sched = make(backend, max_batch_size=256, max_batch_tokens=16384)
+    sched.start()
+    rows = await asyncio.gather(*sched.submit([enc(4) for _ in range(2048)]))
+    assert len(rows) == 2048 and len(backend.batches) >= 8
+    await sched.stop()
+
+
+async def test_cancelled_entries_are_skipped() -> None:
+    backend = RecordingBackend()
+    backend.gate.clear()  # hold the first batch so the rest waits in the queue
+    sched = make(backend, max_batch_size=1)
+    sched.start()
+    first = sched.submit([enc(5)])
+    gone = sched.submit([enc(9) for _ in range(5)])
+    kept = sched.submit([enc(6)])
+    await asyncio.sleep(0.05)
+    for fut in gone:
+        fut.cancel()
+    backend.gate.set()
+    await asyncio.gather(*first, *kept)
+    # At most one batch was already prepared (prefetched) before the cancel; the rest never ran.
+    assert [n for b in backend.batches for n in b].count(9) <= 1
+    assert sched.queued_tokens == 0
+    await sched.stop()
+
+
+async def test_queue_bound_gives_503_with_retry_after() -> None:
+    backend = RecordingBackend()
+    backend.gate.clear()
+    sched = make(backend, max_queued_tokens=100, max_batch_size=1)
+    sched.start()
+    held = sched.submit([enc(10)])
+    await asyncio.sleep(0.02)
+    queued = sched.submit([enc(50)])
+    with pytest.raises(ServerOverloadedError) as err:
+        sched.submit([enc(60)])
+    assert err.value.status == 503 and int(err.value.headers["Retry-After"]) >= 1
+    backend.gate.set()
+    await asyncio.gather(*held, *queued)
+    await sched.stop()
+
+
+async def test_inference_failure_becomes_engine_error_on_each_input() -> None:
+    backend = RecordingBackend()
+    backend.fail = True
+    sched = make(backend)
+    sched.start()
+    futures = sched.submit([enc(3), enc(4)])
+    results = await asyncio.gather(*futures, return_exceptions=True)
+    assert all(isinstance(r, EngineError) and "device lost" not in r.message for r in results)
+    await sched.stop()
+
+
+async def test_stop_finishes_queued_work_then_refuses_new() -> None:
+    backend = RecordingBackend()
+    sched = make(backend, max_batch_size=1)
+    sched.start()
+    futures = sched.submit([enc(3) for _ in range(10)])
+    await sched.stop(timeout=10)
+    assert all(f.done() and not f.cancelled() and f.exception() is None for f in futures)
+    with pytest.raises(ServiceUnavailableError):
+        sched.submit([enc(3)])
+
+
+async def test_batch_stats_report_queue_wait_with_injected_clock() -> None:
+    backend = RecordingBackend()
+    times = iter([10.0, 12.5])  # enqueue at 10.0, dispatched at 12.5
+    seen: list[BatchStats] = []
+    cfg = SchedulerConfig(
+        pad_id=0, max_batch_tokens=64, max_batch_size=8, max_queued_tokens=1000, clock=lambda: next(times)
+    )
+    sched = Scheduler(backend, cfg, on_batch=seen.append)
+    futures = sched_submit_before_start(sched, [enc(4), enc(2)])
+    sched.start()
+    await asyncio.gather(*futures)
+    assert seen[0].size == 2 and seen[0].tokens == 6 and seen[0].padded_tokens == 8
+    assert seen[0].queue_seconds == pytest.approx(2.5)
+    await sched.stop()
+
+
+def sched_submit_before_start(
+    sched: Scheduler, encodings: list[Encoding]
+) -> list[asyncio.Future[npt.NDArray[np.float32]]]:
+    sched._accepting = True  # queue before the loop runs, so one batch takes both
+    return sched.submit(encodings)
