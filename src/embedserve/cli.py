@@ -24,8 +24,15 @@ _ENGINE_FLAGS: dict[str, dict[str, Any]] = {
     "--served-model-name": {"help": "the name clients send and see (default: model id, or the folder name)"},
     "--load-format": {"choices": ["auto", "safetensors", "dummy"], "help": "dummy = seeded random weights"},
     "--seed": {"type": int, "help": "seed for --load-format dummy"},
-    "--backend": {"choices": ["auto", "torch", "onnx", "fake"]},
-    "--dtype": {"choices": ["auto", "float32", "bfloat16", "float16", "int8"]},
+    "--backend": {
+        "choices": ["auto", "torch", "onnx", "fake"],
+        "help": "inference engine (default auto = torch; onnx = ONNX Runtime; fake = API tests only)",
+    },
+    "--dtype": {
+        "choices": ["auto", "float32", "bfloat16", "float16", "int8"],
+        "help": "auto: bfloat16 on CPUs with native bf16, else float32; float16 on CUDA. int8 is opt-in "
+        "(below the 0.999 parity gate; see README)",
+    },
     "--device": {"help": "auto, cpu, cuda, cuda:N"},
     "--threads": {"type": int, "help": "intra-op threads for inference (default: all available cores)"},
     "--max-batch-tokens": {"type": int, "help": "padded tokens per forward pass"},

@@ -1,0 +1,149 @@
+"""W8A8 int8 linear layers for the torch backend: per-channel weight scales, per-token activation scales.
+
+Stock dynamic quantisation uses one scale per activation tensor, which BERT's outlier channels wreck. Here every
+token row gets its own scale, every output channel of the weight its own, and SmoothQuant-style per-input-channel
+factors (calibrated on a fixed set of sentences) move activation outliers into the weights before rounding. The matmul
+is ``torch._int_mm`` (int8 x int8 -> int32); the rest of the network stays in floating point.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+import torch
+from torch import nn
+
+_QMAX = 127.0
+
+
+def _quantize_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Symmetric per-row int8: ``x ~= q * scale`` with ``scale`` of shape ``(rows, 1)``."""
+    scale = x.abs().amax(dim=1, keepdim=True).clamp(min=1e-8) / _QMAX
+    return torch.round(x / scale).clamp(-_QMAX, _QMAX).to(torch.int8), scale
+
+
+class Int8Linear(nn.Module):
+    """Drop-in for ``nn.Linear`` at inference: int8 weights, activations quantised per token on the fly."""
+
+    weight_t: torch.Tensor
+    weight_scale: torch.Tensor
+    bias: torch.Tensor
+    inv_smooth: torch.Tensor | None
+
+    def __init__(self, linear: nn.Linear, smooth: torch.Tensor | None = None) -> None:
+        super().__init__()
+        weight = linear.weight.detach().float()
+        if smooth is not None:
+            weight = weight * smooth[None, :]
+            self.register_buffer("inv_smooth", (1.0 / smooth).float())
+        else:
+            self.inv_smooth = None
+        q, scale = _quantize_rows(weight)
+        self.register_buffer("weight_t", q.t())  # (in, out): the layout _int_mm's second operand wants
+        self.register_buffer("weight_scale", scale.t().contiguous())  # (1, out)
+        bias = linear.bias.detach().float() if linear.bias is not None else torch.zeros(weight.shape[0])
+        self.register_buffer("bias", bias)
+        self.in_features = linear.in_features
+        self.out_features = linear.out_features
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shape = x.shape
+        rows = x.reshape(-1, self.in_features).float()
+        if self.inv_smooth is not None:
+            rows = rows * self.inv_smooth
+        q, scale = _quantize_rows(rows)
+        acc = torch._int_mm(q, self.weight_t)  # CPU: any row count (CUDA would want more than 16)
+        out = torch.addcmul(self.bias, acc.float(), scale * self.weight_scale)
+        return out.reshape(*shape[:-1], self.out_features).to(x.dtype)
+
+
+def activation_maxima(model: nn.Module, run: Callable[[], object], names: Iterable[str]) -> dict[str, torch.Tensor]:
+    """Per-input-channel max |x| seen by each named ``nn.Linear`` while ``run()`` drives the model."""
+    wanted = set(names)
+    maxima: dict[str, torch.Tensor] = {}
+    handles = []
+    for name, module in model.named_modules():
+        if name not in wanted:
+            continue
+
+        def hook(_m: nn.Module, args: tuple[torch.Tensor, ...], *, key: str = name) -> None:
+            cur = args[0].detach().float().reshape(-1, args[0].shape[-1]).abs().amax(dim=0)
+            maxima[key] = torch.maximum(maxima[key], cur) if key in maxima else cur
+
+        handles.append(module.register_forward_pre_hook(hook))
+    try:
+        with torch.inference_mode():
+            run()
+    finally:
+        for h in handles:
+            h.remove()
+    return maxima
+
+
+def smoothing_factors(act_max: torch.Tensor, weight: torch.Tensor, alpha: float) -> torch.Tensor:
+    """SmoothQuant's ``s_j = max|X_j|^alpha / max|W_j|^(1-alpha)``: divide activations by s, multiply weights."""
+    w_max = weight.detach().float().abs().amax(dim=0).clamp(min=1e-5)
+    s = act_max.clamp(min=1e-5).pow(alpha) / w_max.pow(1.0 - alpha)
+    return s.clamp(min=1e-5)
+
+
+def quantize_linears(
+    model: nn.Module,
+    *,
+    skip: Callable[[str], bool] = lambda _name: False,
+    act_max: dict[str, torch.Tensor] | None = None,
+    alpha: float = 0.5,
+) -> list[str]:
+    """Replace every ``nn.Linear`` not skipped by an ``Int8Linear`` (smoothed where ``act_max`` has its name)."""
+    replaced: list[str] = []
+    for name, module in list(model.named_modules()):
+        for child_name, child in list(module.named_children()):
+            full = f"{name}.{child_name}" if name else child_name
+            if not isinstance(child, nn.Linear) or skip(full):
+                continue
+            smooth = None
+            if act_max is not None and full in act_max:
+                smooth = smoothing_factors(act_max[full], child.weight, alpha)
+            setattr(module, child_name, Int8Linear(child, smooth))
+            replaced.append(full)
+    return replaced
+
+
+class BF16Linear(nn.Module):
+    """An ``nn.Linear`` computed in bfloat16 inside an otherwise float32 network (the matmul int8 hurts most)."""
+
+    def __init__(self, linear: nn.Linear) -> None:
+        super().__init__()
+        self.inner = nn.Linear(linear.in_features, linear.out_features, bias=linear.bias is not None)
+        self.inner.load_state_dict(linear.state_dict())
+        self.inner.to(torch.bfloat16)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.inner(x.to(torch.bfloat16)).to(x.dtype)  # type: ignore[no-any-return]
+
+
+def is_ffn_output(name: str) -> bool:
+    """The FFN's down projection (``...layer.N.output.dense``): the matmul whose input (GELU output) int8 hurts most."""
+    return name.endswith(".output.dense") and ".attention." not in name
+
+
+_TOPICS = [
+    "the weather in Lisbon",
+    "a bug in the payment service",
+    "photosynthesis",
+    "the French Revolution",
+    "how to bake bread",
+    "quarterly revenue",
+    "neural networks",
+    "a football match",
+]
+_FRAMES = [
+    "What do you know about {t}?",
+    "{T} is more interesting than it sounds.",
+    "Represent this sentence for searching relevant passages: {t}",
+    "My notes on {t}, written in a hurry on 3 May 2021 (see page 12), are hard to read.",
+    "Summary: {t}. Details follow in the next section, with numbers, names and caveats.",
+    "why is {t} so hard ?!",
+]
+CALIBRATION_TEXTS = [f.format(t=t, T=t[0].upper() + t[1:]) for t in _TOPICS for f in _FRAMES]
+"""Fixed, varied English used to measure activation ranges for SmoothQuant; no user data is ever used."""
