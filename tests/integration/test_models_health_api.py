@@ -26,6 +26,7 @@ async def test_health_and_ready(client: httpx.AsyncClient) -> None:
     assert (await client.get("/health")).json() == {"status": "ok"}
     ready = await client.get("/ready")
     assert ready.status_code == 200 and ready.json()["status"] == "ready"
+    assert ready.json()["backend"] == "fake" and {"dtype", "device"} <= ready.json().keys()
 
 
 async def test_openapi_docs_served(client: httpx.AsyncClient) -> None:

@@ -20,4 +20,5 @@ async def ready(request: Request) -> JSONResponse | dict[str, str]:
     engine = get_engine(request)
     if request.app.state.shutting_down or not await engine.ready():
         return JSONResponse({"status": "unavailable"}, status_code=503)
-    return {"status": "ready", "model": engine.info.name}
+    info = engine.info
+    return {"status": "ready", "model": info.name, "backend": info.backend, "dtype": info.dtype, "device": info.device}

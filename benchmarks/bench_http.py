@@ -1,0 +1,342 @@
+"""HTTP benchmark: embedserve (each engine asked for) vs sentence-transformers fp32, same weights, same run.
+
+    python benchmarks/bench_http.py                       # default engine vs the baseline
+    python benchmarks/bench_http.py --engines torch:auto,torch:float32,onnx:float32,onnx:int8,torch:int8
+    python benchmarks/bench_http.py --soak 600            # + 10 minutes of the mixed workload, RSS at start and end
+
+The model is the architecture-exact bge-large-en-v1.5 replica (``../shared/reference/bge-large-en-v1.5``, seeded
+random weights saved to a temporary model directory, so the server and sentence-transformers load the very same
+weights). Workloads are fixed counts of texts built from a fixed seed:
+
+    short ~10 tokens, medium ~128, long ~500, mixed 10-500 (log-uniform)
+
+Each is sent through a bounded pool of concurrent clients (``--concurrency``) as ``/v1/embeddings`` requests in
+base64 (what the official SDKs send). Per workload the table gives tokens/s (prompt tokens the server reported / wall
+time), p50 and p99 request latency, the ratio to sentence-transformers ``encode`` (batch 32, fp32) on the same texts,
+and the fraction of the matmul ceiling (measured at start-up for the engine's dtype) that the tokens/s amount to.
+It also times one short request on an idle server against one bare forward pass of that text, and reports the
+server's peak RSS.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+REPLICA = REPO.parent / "shared" / "reference" / "bge-large-en-v1.5"
+sys.path.insert(0, str(REPO / "src"))
+
+from embedserve.engine.backends import create_backend  # noqa: E402
+from embedserve.engine.bert import BertEncoder, init_dummy_weights  # noqa: E402
+from embedserve.engine.loading import BertConfig, load_model  # noqa: E402
+from embedserve.engine.scheduler import pad_batch  # noqa: E402
+from embedserve.engine.tokenizer import WordPieceTokenizer  # noqa: E402
+from embedserve.settings import EngineSettings  # noqa: E402
+
+_WORDS = (
+    "the of and to in is was for on that with as by at from his it an were are which this be or has had not first "
+    "one their its new after who they have her she two been other when there all during into school time may years "
+    "more most only over city some world would where later up such used many can state about national out known "
+    "university united then made team three film game season river water music history people system company war "
+    "market energy policy model data network language science research light power health court island church"
+).split()
+
+
+@dataclass(frozen=True)
+class Workload:
+    name: str
+    texts: list[str]
+    per_request: int
+
+
+def make_text(rng: random.Random, tok: WordPieceTokenizer, tokens: int) -> str:
+    """A sentence of about ``tokens`` tokens including [CLS] and [SEP]."""
+    words = [rng.choice(_WORDS) for _ in range(max(1, tokens - 2))]
+    text = " ".join(words).capitalize() + "."
+    while tok.encode_texts([text], truncate=True, max_tokens=10_000)[0].length > tokens and len(words) > 1:
+        words.pop()
+        text = " ".join(words).capitalize() + "."
+    return text
+
+
+def workloads(tok: WordPieceTokenizer, scale: float, seed: int) -> list[Workload]:
+    rng = random.Random(seed)
+
+    def n(count: int) -> int:
+        return max(4, int(count * scale))
+
+    mixed_lengths = [int(round(10 * 50 ** rng.random())) for _ in range(n(96))]
+    return [
+        Workload("short", [make_text(rng, tok, 10) for _ in range(n(640))], per_request=32),
+        Workload("medium", [make_text(rng, tok, 128) for _ in range(n(96))], per_request=16),
+        Workload("long", [make_text(rng, tok, 500) for _ in range(n(24))], per_request=4),
+        Workload("mixed", [make_text(rng, tok, k) for k in mixed_lengths], per_request=8),
+    ]
+
+
+def write_replica(target: Path, seed: int) -> Path:
+    """The replica with seeded random weights as a normal model directory: the server and ST load the same file."""
+    from safetensors.torch import save_file
+
+    shutil.copytree(REPLICA, target, dirs_exist_ok=True)
+    config = BertConfig.from_dict(json.loads((REPLICA / "config.json").read_text()))
+    encoder = BertEncoder(config)
+    init_dummy_weights(encoder, seed=seed)
+    save_file({k: v.contiguous() for k, v in encoder.state_dict().items()}, str(target / "model.safetensors"))
+    return target
+
+
+def matmul_ceiling(dtype: str, threads: int) -> float:
+    """GFLOP/s (GOP/s for int8) of a BERT-large-shaped matmul on these cores in the engine's dtype."""
+    torch.set_num_threads(threads)
+    m, k, n = 2048, 1024, 4096
+    if dtype == "int8":
+        a = torch.randint(-127, 127, (m, k), dtype=torch.int8)
+        b = torch.randint(-127, 127, (k, n), dtype=torch.int8)
+
+        def op() -> object:
+            return torch._int_mm(a, b)
+    else:
+        dt = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float32}[dtype]
+        a, b = torch.randn(m, k, dtype=dt), torch.randn(k, n, dtype=dt)
+
+        def op() -> object:
+            return a @ b
+
+    for _ in range(3):
+        op()
+    reps, start = 0, time.perf_counter()
+    while time.perf_counter() - start < 2.0:
+        op()
+        reps += 1
+    return 2 * m * k * n * reps / (time.perf_counter() - start) / 1e9
+
+
+def gflop_per_token(config: BertConfig, seq: float) -> float:
+    """Matmul FLOPs per token: the 4 attention projections and the FFN, plus QK^T and AV at sequence length seq."""
+    h, i = config.hidden_size, config.intermediate_size
+    return config.num_layers * (2 * (4 * h * h + 2 * h * i) + 4 * seq * h) / 1e9
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def rss_mib(pid: int) -> tuple[float, float]:
+    """(current, peak) resident set of a process, MiB, from /proc (Linux)."""
+    fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line)
+    return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
+
+
+class Server:
+    def __init__(self, model_dir: Path, backend: str, dtype: str, log_path: Path, extra: list[str]) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        cmd = [sys.executable, "-m", "embedserve", "serve", "--model", str(model_dir), "--served-model-name",
+               "bench", "--no-auth", "--host", "127.0.0.1", "--port", str(self.port), "--backend", backend,
+               "--dtype", dtype, "--log-level", "warning", *extra]  # fmt: skip
+        env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+        self.log = log_path.open("wb")
+        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, env=env)
+        deadline = time.monotonic() + 900
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited {self.proc.returncode}: {log_path.read_text()[-3000:]}")
+            try:
+                if httpx.get(f"{self.url}/ready", timeout=5).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.5)
+        raise TimeoutError("server not ready")
+
+    def info(self) -> dict[str, str]:
+        """What the server resolved ``auto`` to: /ready reports backend, dtype and device."""
+        return dict(httpx.get(f"{self.url}/ready", timeout=10).json())
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+        self.proc.wait(timeout=60)
+        self.log.close()
+
+
+async def drive(url: str, workload: Workload, concurrency: int) -> tuple[int, float, list[float]]:
+    """Send the workload with at most ``concurrency`` requests in flight: (tokens, seconds, latencies)."""
+    chunks = [workload.texts[i : i + workload.per_request] for i in range(0, len(workload.texts), workload.per_request)]
+    queue: asyncio.Queue[list[str]] = asyncio.Queue()
+    for chunk in chunks:
+        queue.put_nowait(chunk)
+    latencies: list[float] = []
+    tokens = 0
+
+    async def worker(client: httpx.AsyncClient) -> None:
+        nonlocal tokens
+        while not queue.empty():
+            chunk = queue.get_nowait()
+            t0 = time.perf_counter()
+            r = await client.post(
+                "/v1/embeddings", json={"model": "bench", "input": chunk, "encoding_format": "base64"}
+            )
+            latencies.append(time.perf_counter() - t0)
+            r.raise_for_status()
+            tokens += r.json()["usage"]["prompt_tokens"]
+
+    limits = httpx.Limits(max_connections=concurrency)
+    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=600) as client:
+        start = time.perf_counter()
+        await asyncio.gather(*(worker(client) for _ in range(concurrency)))
+        return tokens, time.perf_counter() - start, latencies
+
+
+def baseline(model_dir: Path, loads: list[Workload], threads: int) -> dict[str, float]:
+    """sentence-transformers ``encode`` fp32, batch 32: tokens/s per workload (tokens counted by our tokenizer)."""
+    from sentence_transformers import SentenceTransformer
+
+    torch.set_num_threads(threads)
+    st = SentenceTransformer(str(model_dir), device="cpu")
+    tok = WordPieceTokenizer(model_dir / "tokenizer.json", vocab_size=st[0].auto_model.config.vocab_size)
+    st.encode(loads[0].texts[:32], batch_size=32)
+    out = {}
+    for w in loads:
+        tokens = sum(e.length for e in tok.encode_texts(w.texts, truncate=True, max_tokens=512))
+        start = time.perf_counter()
+        st.encode(w.texts, batch_size=32)
+        out[w.name] = tokens / (time.perf_counter() - start)
+    del st
+    return out
+
+
+def bare_forward_ms(model_dir: Path, backend: str, dtype: str, text: str, reps: int) -> float:
+    """p50 of one forward pass of ``text`` alone, in-process, same backend and dtype: the floor for one request."""
+    settings = EngineSettings(model=str(model_dir), backend=backend, dtype=dtype)  # type: ignore[arg-type]
+    model = load_model(settings)
+    engine_backend = create_backend(model, settings)
+    tok = WordPieceTokenizer(model.tokenizer_path, vocab_size=model.config.vocab_size)
+    ids, mask = pad_batch(tok.encode_texts([text], truncate=True, max_tokens=512), pad_id=tok.pad_id)
+    for _ in range(5):
+        engine_backend.forward(ids, mask)
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        engine_backend.forward(ids, mask)
+        times.append(time.perf_counter() - t0)
+    engine_backend.close()
+    return statistics.median(times) * 1000
+
+
+def single_request_ms(url: str, text: str, reps: int) -> float:
+    with httpx.Client(base_url=url, timeout=60) as client:
+        times = []
+        for i in range(reps + 5):
+            t0 = time.perf_counter()
+            client.post("/v1/embeddings", json={"model": "bench", "input": text}).raise_for_status()
+            if i >= 5:
+                times.append(time.perf_counter() - t0)
+    return statistics.median(times) * 1000
+
+
+def soak(server: Server, loads: list[Workload], seconds: float, concurrency: int) -> tuple[float, float, int]:
+    """Run the mixed workload over and over; RSS after the first pass and at the end (MiB), and passes run."""
+    mixed = next(w for w in loads if w.name == "mixed")
+    asyncio.run(drive(server.url, mixed, concurrency))
+    start_rss = rss_mib(server.proc.pid)[0]
+    passes, deadline = 1, time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        asyncio.run(drive(server.url, mixed, concurrency))
+        passes += 1
+    return start_rss, rss_mib(server.proc.pid)[0], passes
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--engines", default="auto:auto", help="comma-separated backend:dtype pairs")
+    parser.add_argument("--scale", type=float, default=1.0, help="multiply every workload's text count")
+    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--soak", type=float, default=0, help="seconds of mixed load on the first engine (RSS drift)")
+    parser.add_argument("--no-baseline", action="store_true")
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument("--server-arg", action="append", default=[], help="extra flag for embedserve serve")
+    args = parser.parse_args()
+
+    threads = len(os.sched_getaffinity(0))
+    work = Path(tempfile.mkdtemp(prefix="embedserve-bench-"))
+    model_dir = write_replica(work / "bge-large-en-v1.5-replica", seed=args.seed)
+    config = BertConfig.from_dict(json.loads((model_dir / "config.json").read_text()))
+    tok = WordPieceTokenizer(model_dir / "tokenizer.json", vocab_size=config.vocab_size)
+    loads = workloads(tok, args.scale, args.seed)
+    mean_len = {w.name: float(np.mean([e.length for e in tok.encode_texts(w.texts, truncate=True, max_tokens=512)]))
+                for w in loads}  # fmt: skip
+    print(f"# {threads} cores, torch {torch.__version__}, replica at {model_dir}")
+    print("# workloads: " + ", ".join(f"{w.name} {len(w.texts)} texts ~{mean_len[w.name]:.0f} tok" for w in loads))
+
+    base = {} if args.no_baseline else baseline(model_dir, loads, threads)
+    if base:
+        print("# sentence-transformers fp32 tokens/s: " + ", ".join(f"{k} {v:.0f}" for k, v in base.items()))
+
+    results = []
+    for spec in args.engines.split(","):
+        backend, dtype = spec.split(":")
+        server = Server(model_dir, backend, dtype, work / f"server-{backend}-{dtype}.log", args.server_arg)
+        try:
+            info = server.info()
+            eng_backend, eng_dtype = info["backend"], info["dtype"]
+            ceiling = matmul_ceiling(eng_dtype, threads)
+            label = f"{eng_backend} {eng_dtype}"
+            print(f"\n## {label} (asked {spec}); matmul ceiling {ceiling:.0f} G(FL)OP/s")
+            print(f"| workload | tokens/s | p50 ms | p99 ms | vs sentence-transformers | of matmul ceiling |")
+            print("|---|---|---|---|---|---|")
+            for w in loads:
+                asyncio.run(drive(server.url, Workload(w.name, w.texts[: w.per_request * 2], w.per_request), 2))
+                tokens, seconds, lat = asyncio.run(drive(server.url, w, args.concurrency))
+                tps = tokens / seconds
+                p50, p99 = np.percentile(lat, 50) * 1000, np.percentile(lat, 99) * 1000
+                ratio = tps / base[w.name] if base else float("nan")
+                frac = tps * gflop_per_token(config, mean_len[w.name]) / ceiling
+                print(f"| {w.name} | {tps:.0f} | {p50:.0f} | {p99:.0f} | {ratio:.2f}x | {frac:.0%} |", flush=True)
+                results.append({"engine": label, "workload": w.name, "tokens_per_s": tps, "p50_ms": p50,
+                                "p99_ms": p99, "ratio": ratio, "ceiling_fraction": frac})  # fmt: skip
+            text = loads[0].texts[0]
+            http_ms = single_request_ms(server.url, text, reps=30)
+            rss, peak = rss_mib(server.proc.pid)
+            print(
+                f"single short request (idle server): p50 {http_ms:.1f} ms; server RSS {rss:.0f} MiB, peak {peak:.0f}"
+            )
+            soak_result = None
+            if args.soak and spec == args.engines.split(",")[0]:
+                soak_result = soak(server, loads, args.soak, args.concurrency)
+                print(f"soak {args.soak:.0f}s mixed: RSS {soak_result[0]:.0f} -> {soak_result[1]:.0f} MiB "
+                      f"over {soak_result[2]} passes")  # fmt: skip
+        finally:
+            server.stop()
+        bare = bare_forward_ms(model_dir, eng_backend, eng_dtype, text, reps=30)
+        print(f"bare forward of that text: p50 {bare:.1f} ms -> HTTP/bare {http_ms / bare:.2f}x")
+        results.append({"engine": label, "single_http_ms": http_ms, "bare_forward_ms": bare, "rss_mib": rss,
+                        "peak_rss_mib": peak, "soak": soak_result})  # fmt: skip
+    if args.json:
+        args.json.write_text(json.dumps({"baseline": base, "results": results}, indent=2))
+    shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
