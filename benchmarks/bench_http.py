@@ -57,7 +57,7 @@ _WORDS = (
     "more most only over city some world would where later up such used many can state about national out known "
     "university united then made team three film game season river water music history people system company war "
     "market energy policy model data network language science research light power health court island church"
-).split()
+).split()  # noqa: SIM905
 
 
 @dataclass(frozen=True)
@@ -83,7 +83,7 @@ def workloads(tok: WordPieceTokenizer, scale: float, seed: int) -> list[Workload
     def n(count: int) -> int:
         return max(4, int(count * scale))
 
-    mixed_lengths = [int(round(10 * 50 ** rng.random())) for _ in range(n(96))]
+    mixed_lengths = [round(10 * 50 ** rng.random()) for _ in range(n(96))]
     return [
         Workload("short", [make_text(rng, tok, 10) for _ in range(n(640))], per_request=32),
         Workload("medium", [make_text(rng, tok, 128) for _ in range(n(96))], per_request=16),
@@ -304,7 +304,7 @@ def main() -> None:
             ceiling = matmul_ceiling(eng_dtype, threads)
             label = f"{eng_backend} {eng_dtype}"
             print(f"\n## {label} (asked {spec}); matmul ceiling {ceiling:.0f} G(FL)OP/s")
-            print(f"| workload | tokens/s | p50 ms | p99 ms | vs sentence-transformers | of matmul ceiling |")
+            print("| workload | tokens/s | p50 ms | p99 ms | vs sentence-transformers | of matmul ceiling |")
             print("|---|---|---|---|---|---|")
             for w in loads:
                 asyncio.run(drive(server.url, Workload(w.name, w.texts[: w.per_request * 2], w.per_request), 2))
