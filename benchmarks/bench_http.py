@@ -51,13 +51,14 @@ from embedserve.engine.scheduler import pad_batch  # noqa: E402
 from embedserve.engine.tokenizer import WordPieceTokenizer  # noqa: E402
 from embedserve.settings import EngineSettings  # noqa: E402
 
-_WORDS = (
+_TEXT = (
     "the of and to in is was for on that with as by at from his it an were are which this be or has had not first "
     "one their its new after who they have her she two been other when there all during into school time may years "
     "more most only over city some world would where later up such used many can state about national out known "
     "university united then made team three film game season river water music history people system company war "
     "market energy policy model data network language science research light power health court island church"
-).split()  # noqa: SIM905
+)
+_WORDS = _TEXT.split()
 
 
 @dataclass(frozen=True)
