@@ -1,17 +1,12 @@
-"""A stand-in engine for gateway tests while the real one is not on this branch: the real bge tokenizer (exact
-token counts), deterministic unit vectors, an optional delay and a failure trigger ("FAIL" in a text).
-
-``python -m tests.gateway_stub_engine`` serves the real app with it (settings from ``EMBEDSERVE_*``).
+"""A stand-in engine for in-process gateway API tests: the real bge tokenizer (exact token counts), deterministic
+unit vectors, and a failure trigger ("FAIL" in a text) to prove that failed inference refunds its reservation.
 """
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
-import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -26,11 +21,10 @@ FAIL_TOKEN = "FAIL"
 
 
 class StubEngine:
-    def __init__(self, *, delay: float = 0.0, name: str = "BAAI/bge-large-en-v1.5") -> None:
+    def __init__(self, *, name: str = "BAAI/bge-large-en-v1.5") -> None:
         self.settings = EngineSettings(model=str(REFERENCE_DIR), backend="fake")
         self._tokenizer = Tokenizer.from_file(str(REFERENCE_DIR / "tokenizer.json"))
         self._fail_ids = set(self._tokenizer.encode(FAIL_TOKEN, add_special_tokens=False).ids)
-        self._delay = delay
         self.info = ModelInfo(
             name=name, source=str(REFERENCE_DIR), dim=1024, max_tokens=512, vocab_size=30522, pooling="cls",
             normalize=True, backend="stub", dtype="float32", device="cpu", cls_token_id=101, sep_token_id=102,
@@ -53,8 +47,6 @@ class StubEngine:
         return [Encoding(ids=(101, *ids, 102)) for ids in id_lists]
 
     async def embed(self, encodings: Sequence[Encoding]) -> npt.NDArray[np.float32]:
-        if self._delay:
-            await asyncio.sleep(self._delay)
         rows = []
         for enc in encodings:
             if self._fail_ids & set(enc.ids):
@@ -63,19 +55,3 @@ class StubEngine:
             vec = np.random.default_rng(seed).standard_normal(1024).astype(np.float32)
             rows.append(vec / np.linalg.norm(vec))
         return np.stack(rows)
-
-
-def main() -> None:
-    import uvicorn
-
-    from embedserve.api.app import create_app
-    from embedserve.settings import Settings
-
-    settings = Settings()
-    engine = StubEngine(delay=float(os.environ.get("ESGW_STUB_DELAY", "0")))
-    app = create_app(settings, engine=cast(Any, engine))
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning")
-
-
-if __name__ == "__main__":
-    main()

@@ -1,10 +1,9 @@
-"""Real server processes for the gateway tests: ``embedserve serve --backend fake`` when the engine is on this
-branch, else the real app around the stub engine; plus the ``embedserve`` CLI as a subprocess.
+"""Real server processes for the gateway tests (``embedserve serve --backend fake`` on the bge tokenizer, so token
+counts are exact) and the ``embedserve`` CLI as a subprocess.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -21,10 +20,6 @@ import httpx
 from tests.gateway_stub_engine import REFERENCE_DIR
 
 REPO = Path(__file__).resolve().parents[3]
-
-
-def real_engine_available() -> bool:
-    return importlib.util.find_spec("embedserve.engine.engine") is not None
 
 
 def _env(extra: dict[str, str]) -> dict[str, str]:
@@ -72,16 +67,11 @@ class Server:
                 self.kill9()
 
 
-def start_server(*, port: int, env: dict[str, str], log_path: Path, delay: float = 0.0) -> Server:
-    if real_engine_available():
-        cmd = [sys.executable, "-m", "embedserve", "serve", "--model", str(REFERENCE_DIR), "--backend", "fake",
-               "--served-model-name", "BAAI/bge-large-en-v1.5",
-               "--host", "127.0.0.1", "--port", str(port)]  # fmt: skip
-    else:
-        cmd = [sys.executable, "-m", "tests.gateway_stub_engine"]
-    extra = {"EMBEDSERVE_HOST": "127.0.0.1", "EMBEDSERVE_PORT": str(port), "ESGW_STUB_DELAY": str(delay), **env}
+def start_server(*, port: int, env: dict[str, str], log_path: Path) -> Server:
+    cmd = [sys.executable, "-m", "embedserve", "serve", "--model", str(REFERENCE_DIR), "--backend", "fake",
+           "--served-model-name", "BAAI/bge-large-en-v1.5", "--host", "127.0.0.1", "--port", str(port)]  # fmt: skip
     log = log_path.open("ab")
-    proc = subprocess.Popen(cmd, cwd=REPO, env=_env(extra), stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(cmd, cwd=REPO, env=_env(env), stdout=log, stderr=subprocess.STDOUT)
     server = Server(proc=proc, port=port, log_path=log_path)
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline:
@@ -98,13 +88,13 @@ def start_server(*, port: int, env: dict[str, str], log_path: Path, delay: float
 
 
 @contextmanager
-def servers(count: int, *, env: dict[str, str], tmp_path: Path, delay: float = 0.0) -> Iterator[list[Server]]:
+def servers(count: int, *, env: dict[str, str], tmp_path: Path) -> Iterator[list[Server]]:
     from tests.serverproc import free_port
 
     started: list[Server] = []
     try:
         for i in range(count):
-            started.append(start_server(port=free_port(), env=env, log_path=tmp_path / f"server{i}.log", delay=delay))
+            started.append(start_server(port=free_port(), env=env, log_path=tmp_path / f"server{i}.log"))
         yield started
     finally:
         for server in started:
