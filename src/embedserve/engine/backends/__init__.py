@@ -14,14 +14,20 @@ def _torch(model: LoadedModel, settings: EngineSettings) -> Backend:
     return create_torch(model, settings)
 
 
+def _onnx(model: LoadedModel, settings: EngineSettings) -> Backend:
+    from embedserve.engine.backends.onnx import create_onnx
+
+    return create_onnx(model, settings)
+
+
 def _fake(model: LoadedModel, settings: EngineSettings) -> Backend:
     from embedserve.engine.backends.fake import create_fake
 
     return create_fake(model, settings)
 
 
-# Imported lazily so the fake backend (API tests) never pays for importing torch.
-BACKENDS: dict[str, BackendFactory] = {"torch": _torch, "fake": _fake}
+# Imported lazily so the fake backend (API tests) never pays for importing torch or onnxruntime.
+BACKENDS: dict[str, BackendFactory] = {"torch": _torch, "onnx": _onnx, "fake": _fake}
 
 
 def resolve_backend_name(settings: EngineSettings) -> str:
