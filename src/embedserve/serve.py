@@ -35,7 +35,7 @@ def _banner(settings: Settings, *, host: str, port: int, info: object) -> str:
         f"  docs        {base}/docs\n"
         f"  metrics     {base}/metrics (admin key){_open_metrics(settings)}\n"
         f"  health      {base}/health  {base}/ready\n"
-        f"  limits      {settings.max_inputs} inputs/request, {settings.engine.max_batch_tokens} batch tokens, "
+        f"  limits      {settings.max_inputs} inputs/request, {getattr(info, 'max_batch_tokens', '?')} batch tokens, "
         f"{settings.engine.max_queued_tokens} queued tokens, truncation "
         f"{'automatic' if settings.engine.auto_truncate else 'on request only'}"
     )

@@ -99,7 +99,11 @@ def test_int8_w8a8_is_close_and_keeps_retrieval(minilm_model_dir: Path, fp32: tu
 )
 def test_a_text_embeds_the_same_alone_and_in_a_mixed_batch(minilm_model_dir: Path, dtype: str, floor: float) -> None:
     texts = varied_sentences(520)[::9]  # 58 texts from 2 to ~400 tokens: lots of padding in the batch
-    engine = Engine(EngineSettings(model=str(minilm_model_dir), backend="torch", dtype=dtype, max_batch_tokens=65536))
+    engine = Engine(
+        EngineSettings(
+            model=str(minilm_model_dir), backend="torch", dtype=dtype, max_batch_tokens=65536, max_padding_ratio=1000
+        )
+    )
     batched = engine.embed_texts(texts, truncate=True)
     engine = Engine(EngineSettings(model=str(minilm_model_dir), backend="torch", dtype=dtype, max_batch_tokens=512))
     alone = engine.embed_texts(texts, truncate=True)  # budget 512: every long text runs in a batch of its own

@@ -33,7 +33,11 @@ def reference(minilm_model_dir: Path, texts: list[str]) -> np.ndarray:
 
 @pytest.fixture
 async def engine(minilm_model_dir: Path) -> Iterator[Engine]:
-    eng = Engine(EngineSettings(model=str(minilm_model_dir), backend="torch", dtype="float32", max_batch_tokens=4096))
+    eng = Engine(
+        EngineSettings(
+            model=str(minilm_model_dir), backend="torch", dtype="float32", max_batch_tokens=4096, max_padding_ratio=1000
+        )
+    )
     await eng.start()
     yield eng
     await eng.stop()

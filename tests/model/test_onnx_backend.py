@@ -65,7 +65,14 @@ def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def settings_for(model_dir: Path, *, backend: str, dtype: str, cache_dir: Path) -> EngineSettings:
     return EngineSettings.model_validate(
-        {"model": str(model_dir), "backend": backend, "dtype": dtype, "cache_dir": cache_dir, "max_batch_tokens": 4096}
+        {
+            "model": str(model_dir),
+            "backend": backend,
+            "dtype": dtype,
+            "cache_dir": cache_dir,
+            "max_batch_tokens": 4096,
+            "max_padding_ratio": 1000,
+        }
     )
 
 

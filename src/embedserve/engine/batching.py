@@ -1,34 +1,50 @@
 """Choosing the next batch: the oldest waiting input always goes next, joined by inputs of similar length.
 
 Padded cost is ``longest x count`` tokens, kept under the token budget. Sorting by length cuts padding; anchoring
-on the oldest entry means a long input is never starved by a stream of short ones.
+on the oldest entry means a long input is never starved by a stream of short ones. A batch stops growing when more
+padding would be wasted than ``max_padding_ratio`` of its real tokens: on a CPU a bigger batch is no faster per
+token, so padding is pure loss (tiny batches, under ``SMALL_BATCH_TOKENS`` padded, may pad freely: there per-call
+overhead dominates).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
+SMALL_BATCH_TOKENS = 512
 
-def plan_batch(lengths: Sequence[int], *, oldest: int, max_tokens: int, max_size: int) -> list[int]:
+
+def plan_batch(
+    lengths: Sequence[int], *, oldest: int, max_tokens: int, max_size: int, max_padding_ratio: float = 0.25
+) -> list[int]:
     """Indices into ``lengths`` for the next batch; always contains ``oldest``.
 
     Greedy growth over the length-sorted order, outward from the anchor: each step adds the neighbour that adds
-    the least padding, while the padded cost stays within ``max_tokens`` and the count within ``max_size``.
+    the least padding, while the padded cost stays within ``max_tokens``, the count within ``max_size``, and the
+    padding within ``max_padding_ratio`` of the real tokens (or the padded cost under ``SMALL_BATCH_TOKENS``).
     """
     order = sorted(range(len(lengths)), key=lambda i: (lengths[i], i))
     pos = order.index(oldest)
     lo = hi = pos
+    real = lengths[oldest]
     while hi - lo + 1 < max_size:
         count = hi - lo + 1
         longest = lengths[order[hi]]
-        options = []  # (padding added, direction)
-        if lo > 0 and (count + 1) * longest <= max_tokens:
-            options.append((longest - lengths[order[lo - 1]], -1))
-        if hi + 1 < len(order) and (count + 1) * lengths[order[hi + 1]] <= max_tokens:
-            options.append((count * (lengths[order[hi + 1]] - longest), 1))
-        if not options:
+        options = []  # (padding added, direction, new padded cost, new real tokens)
+        if lo > 0:
+            added = lengths[order[lo - 1]]
+            options.append((longest - added, -1, (count + 1) * longest, real + added))
+        if hi + 1 < len(order):
+            added = lengths[order[hi + 1]]
+            options.append((count * (added - longest), 1, (count + 1) * added, real + added))
+        fits = [
+            o
+            for o in options
+            if o[2] <= max_tokens and (o[2] <= SMALL_BATCH_TOKENS or o[2] <= (1 + max_padding_ratio) * o[3])
+        ]
+        if not fits:
             break
-        _, direction = min(options)
+        _, direction, _, real = min(fits)
         if direction < 0:
             lo -= 1
         else:

@@ -24,6 +24,15 @@ from embedserve.settings import EngineSettings
 logger = logging.getLogger(__name__)
 
 
+CPU_BATCH_TOKENS = 4096
+CUDA_BATCH_TOKENS = 16384
+
+
+def default_batch_tokens(device: str) -> int:
+    """A CPU is no faster per token past ~2k tokens a batch, so a bigger batch only adds latency; a GPU wants more."""
+    return CUDA_BATCH_TOKENS if device.startswith("cuda") else CPU_BATCH_TOKENS
+
+
 class Engine:
     def __init__(
         self,
@@ -77,6 +86,7 @@ class Engine:
             cls_token_id=tokenizer.cls_id,
             sep_token_id=tokenizer.sep_id,
             pad_token_id=tokenizer.pad_id,
+            max_batch_tokens=self.settings.max_batch_tokens or default_batch_tokens(backend.device),
         )
 
     async def start(self) -> None:
@@ -88,7 +98,8 @@ class Engine:
         assert self._backend is not None and self._tokenizer is not None
         config = SchedulerConfig(
             pad_id=self._tokenizer.pad_id,
-            max_batch_tokens=self.settings.max_batch_tokens,
+            max_batch_tokens=self.info.max_batch_tokens,
+            max_padding_ratio=self.settings.max_padding_ratio,
             max_batch_size=self.settings.max_batch_size,
             max_queued_tokens=self.settings.max_queued_tokens,
         )

@@ -61,6 +61,7 @@ class SchedulerConfig:
     max_batch_tokens: int
     max_batch_size: int
     max_queued_tokens: int
+    max_padding_ratio: float = 0.25
     in_flight: int = 2
     clock: Clock = field(default=time.monotonic)
 
@@ -128,7 +129,13 @@ class Scheduler:
         if not live:
             return []
         lengths = [e.encoding.length for e in live]
-        chosen = plan_batch(lengths, oldest=0, max_tokens=self._cfg.max_batch_tokens, max_size=self._cfg.max_batch_size)
+        chosen = plan_batch(
+            lengths,
+            oldest=0,
+            max_tokens=self._cfg.max_batch_tokens,
+            max_size=self._cfg.max_batch_size,
+            max_padding_ratio=self._cfg.max_padding_ratio,
+        )
         picked = set(chosen)
         batch = [live[i] for i in chosen]
         self._pending = [e for i, e in enumerate(live) if i not in picked]

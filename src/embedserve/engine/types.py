@@ -25,6 +25,7 @@ class ModelInfo:
     cls_token_id: int
     sep_token_id: int
     pad_token_id: int
+    max_batch_tokens: int  # the padded-token budget per forward pass in effect (auto resolved by device)
 
 
 @dataclass(frozen=True, slots=True)

@@ -37,3 +37,16 @@ def test_long_input_is_not_starved_by_short_ones() -> None:
 
 def test_batch_grows_to_size_cap_when_budget_allows() -> None:
     assert len(plan_batch([5] * 100, oldest=0, max_tokens=10_000, max_size=32)) == 32
+
+
+def test_a_long_anchor_does_not_absorb_short_inputs_as_padding() -> None:
+    lengths = [500, 480, 450, 300, 120, 40, 12, 10]
+    chosen = plan_batch(lengths, oldest=0, max_tokens=16384, max_size=256, max_padding_ratio=0.25)
+    assert sorted(lengths[i] for i in chosen) == [300, 450, 480, 500]  # adding 120 would pad 35%
+    real = sum(lengths[i] for i in chosen)
+    assert padded_cost([lengths[i] for i in chosen]) <= 1.25 * real
+
+
+def test_tiny_batches_may_pad_freely() -> None:
+    # Under 512 padded tokens per-call overhead dominates: 10 and 40 tokens share a batch (padded 80).
+    assert sorted(plan_batch([10, 40], oldest=0, max_tokens=4096, max_size=8)) == [0, 1]
