@@ -10,6 +10,7 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
+from playwright.sync_api import expect
 
 from tests.browser.conftest import Server, screenshot
 from tests.browser.passages import ANSWER, PASSAGES, QUERY
@@ -38,7 +39,9 @@ def _open(page: Any, server: Server) -> None:
     page.goto("/playground")
     page.wait_for_selector("body[data-ready=true]")
     if server.api_key:
-        page.get_by_label("API key").fill(server.api_key)
+        # The page looks the model up once the key is typed and keys its passage cache by it: wait for that.
+        with page.expect_response(lambda r: r.url.endswith("/v1/models") and r.status == 200):
+            page.get_by_label("API key").fill(server.api_key)
 
 
 def test_embedding_two_texts_shows_token_counts_norms_and_a_matching_heatmap(page: Any, server: Server) -> None:
@@ -81,7 +84,8 @@ def test_semantic_search_over_fifty_uploaded_passages_ranks_the_answer_first(pag
     page.get_by_label("Load passages from a file").set_input_files(
         files=[{"name": "passages.jsonl", "mimeType": "application/jsonl", "buffer": jsonl.encode()}]
     )
-    assert page.locator("#passage-count").inner_text() == "50 passages"
+    # The page reads the file asynchronously: wait for the count rather than read it at once.
+    expect(page.locator("#passage-count")).to_have_text("50 passages")
     page.get_by_label("Query", exact=True).fill(QUERY)
     page.get_by_role("button", name="Search", exact=True).click()
     first = page.locator("#ranking li").first

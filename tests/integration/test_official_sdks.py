@@ -8,6 +8,7 @@ import shutil
 import subprocess
 from collections.abc import Iterator
 
+import httpx
 import openai
 import pytest
 
@@ -64,8 +65,10 @@ async def test_python_sdk_async(replica_server: ServerProcess) -> None:
     assert len(response.data) == 2 and response.usage.prompt_tokens == 14
     assert response.data[0].embedding == response.data[1].embedding
     single = _check_seed_response(await client.embeddings.create(input="Laura is a DJ.", model=SEED_MODEL))
-    # Alone or batched, the same text gives the same vector (fp32 kernels may differ in the last bits).
-    assert _cosine(single, response.data[0].embedding) > 0.99999
+    # Alone or batched, the same text gives the same vector up to kernel rounding: the last bits in fp32; bf16 GEMMs
+    # block differently per batch shape, which over 24 random-weight layers costs about 1e-4 (0.99989 measured).
+    dtype = httpx.get(f"{replica_server.base_url}/ready").json()["dtype"]
+    assert _cosine(single, response.data[0].embedding) > (0.99999 if dtype == "float32" else 0.9995)
 
 
 def test_python_sdk_surfaces_errors(replica_server: ServerProcess) -> None:
