@@ -62,10 +62,6 @@ def fp32(minilm_model_dir: Path) -> tuple[np.ndarray, np.ndarray]:
     return embed_all(minilm_model_dir, "torch", "float32")
 
 
-needs_bf16 = pytest.mark.skipif(not cpu_has_bf16(), reason="this CPU has no native bf16 (AVX512-BF16/AMX)")
-
-
-@needs_bf16
 def test_bf16_passes_the_gate_so_it_may_be_the_cpu_default(minilm_model_dir: Path, fp32: tuple) -> None:
     fid = measure(embed_all(minilm_model_dir, "torch", "bfloat16"), fp32)
     print(f"\ntorch bfloat16: {fid}")
@@ -73,27 +69,29 @@ def test_bf16_passes_the_gate_so_it_may_be_the_cpu_default(minilm_model_dir: Pat
     assert fid.same_top3 == 1.0 and fid.correct_top1 == 1.0, fid
 
 
-@needs_bf16
-def test_auto_dtype_on_a_bf16_cpu_is_bf16(minilm_model_dir: Path) -> None:
+def test_auto_dtype_is_bf16_only_where_the_cpu_runs_bf16_natively(minilm_model_dir: Path) -> None:
+    # Emulated bf16 (AVX-512 without BF16) measured 1.46x slower than fp32 on bge-large: auto must not pick it there.
     engine = Engine(EngineSettings(model=str(minilm_model_dir), backend="auto", dtype="auto"))
     engine.embed_texts(["warm"])
-    assert (engine.info.backend, engine.info.dtype) == ("torch", "bfloat16")
+    expected = "bfloat16" if cpu_has_bf16() else "float32"
+    assert (engine.info.backend, engine.info.dtype) == ("torch", expected)
 
 
 def test_int8_w8a8_is_close_and_keeps_retrieval(minilm_model_dir: Path, fp32: tuple) -> None:
     fid = measure(embed_all(minilm_model_dir, "torch", "int8"), fp32)
-    print(f"\ntorch int8 (W8A8, SmoothQuant, FFN-out bf16): {fid}")
-    # Measured 0.9984 min: under the 0.999 gate, so int8 stays opt-in. The floor catches a broken quantiser.
-    assert fid.min_cos >= 0.997, fid
-    assert fid.mean_cos >= 0.999, fid
-    assert fid.correct_top1 == 1.0, fid
+    print(f"\ntorch int8 (W8A8, SmoothQuant, 16 fp32 outlier channels, FFN-out bf16/fp32): {fid}")
+    # Measured min 0.99935 (0.99932 with a bf16 FFN-out) and 14/16 same top-3: two swaps at ranks 3-4 between
+    # unrelated passages that fp32 scores 0.0001 and 0.004 apart. Opt-in (README); the floor catches a regression.
+    assert fid.min_cos >= 0.999, fid
+    assert fid.mean_cos >= 0.9997, fid
+    assert fid.correct_top1 == 1.0 and fid.same_top3 >= 0.85, fid
 
 
 @pytest.mark.parametrize(
     ("dtype", "floor"),
     [
         ("float32", 0.99999),
-        pytest.param("bfloat16", 0.9999, marks=needs_bf16),
+        ("bfloat16", 0.9999),
         ("int8", 0.9998),  # bf16 FFN-out and fp32 attention see different shapes; padding must not leak
     ],
 )

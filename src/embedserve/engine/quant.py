@@ -1,9 +1,10 @@
 """W8A8 int8 linear layers for the torch backend: per-channel weight scales, per-token activation scales.
 
 Stock dynamic quantisation uses one scale per activation tensor, which BERT's outlier channels wreck. Here every
-token row gets its own scale, every output channel of the weight its own, and SmoothQuant-style per-input-channel
-factors (calibrated on a fixed set of sentences) move activation outliers into the weights before rounding. The matmul
-is ``torch._int_mm`` (int8 x int8 -> int32); the rest of the network stays in floating point.
+token row gets its own scale, every output channel of the weight its own, SmoothQuant-style per-input-channel factors
+(calibrated on a fixed set of sentences) move activation outliers into the weights before rounding, and the few input
+channels that stay largest after smoothing are taken out of the int8 product and computed in fp32 (LLM.int8()'s
+decomposition, with the channels fixed at calibration). The matmul is ``torch._int_mm`` (int8 x int8 -> int32).
 """
 
 from __future__ import annotations
@@ -23,21 +24,35 @@ def _quantize_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 class Int8Linear(nn.Module):
-    """Drop-in for ``nn.Linear`` at inference: int8 weights, activations quantised per token on the fly."""
+    """Drop-in for ``nn.Linear`` at inference: int8 weights, activations quantised per token on the fly.
+
+    ``smooth`` divides the activations' input channels (and multiplies the weight's); ``outliers`` names input
+    channels computed in fp32 instead: they are zeroed before the per-token scale is taken, so they no longer set it.
+    """
 
     weight_t: torch.Tensor
     weight_scale: torch.Tensor
     bias: torch.Tensor
-    inv_smooth: torch.Tensor | None
+    act_factor: torch.Tensor | None
+    outliers: torch.Tensor | None
+    outlier_weight_t: torch.Tensor | None
 
-    def __init__(self, linear: nn.Linear, smooth: torch.Tensor | None = None) -> None:
+    def __init__(
+        self, linear: nn.Linear, smooth: torch.Tensor | None = None, outliers: torch.Tensor | None = None
+    ) -> None:
         super().__init__()
-        weight = linear.weight.detach().float()
-        if smooth is not None:
-            weight = weight * smooth[None, :]
-            self.register_buffer("inv_smooth", (1.0 / smooth).float())
+        original = linear.weight.detach().float()
+        weight = original * smooth[None, :] if smooth is not None else original.clone()
+        factor = (1.0 / smooth).float() if smooth is not None else None
+        if outliers is not None and outliers.numel():
+            self.register_buffer("outliers", outliers.long())
+            self.register_buffer("outlier_weight_t", original[:, outliers].t().contiguous())  # (k, out), unsmoothed
+            weight[:, outliers] = 0.0
+            factor = torch.ones(original.shape[1]) if factor is None else factor
+            factor[outliers] = 0.0
         else:
-            self.inv_smooth = None
+            self.outliers = self.outlier_weight_t = None
+        self.register_buffer("act_factor", factor)
         q, scale = _quantize_rows(weight)
         self.register_buffer("weight_t", q.t())  # (in, out): the layout _int_mm's second operand wants
         self.register_buffer("weight_scale", scale.t().contiguous())  # (1, out)
@@ -49,11 +64,14 @@ class Int8Linear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shape = x.shape
         rows = x.reshape(-1, self.in_features).float()
-        if self.inv_smooth is not None:
-            rows = rows * self.inv_smooth
+        bias = self.bias
+        if self.outliers is not None and self.outlier_weight_t is not None:
+            bias = torch.addmm(bias, rows[:, self.outliers], self.outlier_weight_t)
+        if self.act_factor is not None:
+            rows = rows * self.act_factor  # smoothing, and the outlier channels zeroed
         q, scale = _quantize_rows(rows)
         acc = torch._int_mm(q, self.weight_t)  # CPU: any row count (CUDA would want more than 16)
-        out = torch.addcmul(self.bias, acc.float(), scale * self.weight_scale)
+        out = torch.addcmul(bias, acc.float(), scale * self.weight_scale)
         return out.reshape(*shape[:-1], self.out_features).to(x.dtype)
 
 
@@ -93,18 +111,22 @@ def quantize_linears(
     skip: Callable[[str], bool] = lambda _name: False,
     act_max: dict[str, torch.Tensor] | None = None,
     alpha: float = 0.5,
+    outliers: int = 0,
 ) -> list[str]:
-    """Replace every ``nn.Linear`` not skipped by an ``Int8Linear`` (smoothed where ``act_max`` has its name)."""
+    """Replace every ``nn.Linear`` not skipped by an ``Int8Linear``: smoothed where ``act_max`` has its name, with the
+    ``outliers`` input channels largest after smoothing kept in fp32."""
     replaced: list[str] = []
     for name, module in list(model.named_modules()):
         for child_name, child in list(module.named_children()):
             full = f"{name}.{child_name}" if name else child_name
             if not isinstance(child, nn.Linear) or skip(full):
                 continue
-            smooth = None
+            smooth = kept = None
             if act_max is not None and full in act_max:
                 smooth = smoothing_factors(act_max[full], child.weight, alpha)
-            setattr(module, child_name, Int8Linear(child, smooth))
+                if outliers:
+                    kept = torch.topk(act_max[full] / smooth, min(outliers, child.in_features)).indices
+            setattr(module, child_name, Int8Linear(child, smooth, kept))
             replaced.append(full)
     return replaced
 
