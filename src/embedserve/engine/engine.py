@@ -15,6 +15,7 @@ import numpy.typing as npt
 from embedserve.engine.backends import create_backend
 from embedserve.engine.backends.base import Backend
 from embedserve.engine.loading import LoadedModel, load_model
+from embedserve.engine.memory import release_free_memory
 from embedserve.engine.scheduler import BatchStats, Scheduler, SchedulerConfig, pad_batch
 from embedserve.engine.tokenizer import WordPieceTokenizer
 from embedserve.engine.types import Encoding, ModelInfo
@@ -102,6 +103,7 @@ class Engine:
             max_padding_ratio=self.settings.max_padding_ratio,
             max_batch_size=self.settings.max_batch_size,
             max_queued_tokens=self.settings.max_queued_tokens,
+            on_idle=release_free_memory,
         )
         self._scheduler = Scheduler(self._backend, config, on_batch=self._on_batch)
         self._scheduler.start()

@@ -64,6 +64,8 @@ class SchedulerConfig:
     max_padding_ratio: float = 0.25
     in_flight: int = 2
     clock: Clock = field(default=time.monotonic)
+    on_idle: Callable[[], object] | None = None
+    """Run on the inference thread whenever the queue runs dry (the engine gives freed memory back there)."""
 
 
 class Scheduler:
@@ -181,6 +183,8 @@ class Scheduler:
         for entry, row in zip(batch, vectors, strict=True):
             if not entry.future.done():
                 entry.future.set_result(row)
+        if self._cfg.on_idle is not None and not self._pending and len(self._inflight) <= 1:
+            self._executor.submit(self._cfg.on_idle)  # after the answers: it never delays this batch's callers
         tokens = sum(e.encoding.length for e in batch)
         self._rate.update(tokens, seconds)
         if self._on_batch is not None:

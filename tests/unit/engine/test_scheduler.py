@@ -159,3 +159,24 @@ def sched_submit_before_start(
 ) -> list[asyncio.Future[npt.NDArray[np.float32]]]:
     sched._accepting = True  # queue before the loop runs, so one batch takes both
     return sched.submit(encodings)
+
+
+async def test_the_idle_hook_runs_on_the_inference_thread_once_the_queue_runs_dry() -> None:
+    backend = RecordingBackend()
+    calls: list[tuple[int, str]] = []  # (batches run so far, thread)
+    cfg = SchedulerConfig(
+        pad_id=0,
+        max_batch_tokens=64,
+        max_batch_size=8,
+        max_queued_tokens=10_000,
+        clock=lambda: 100.0,
+        on_idle=lambda: calls.append((len(backend.batches), threading.current_thread().name)),
+    )
+    sched = Scheduler(backend, cfg)
+    sched.start()
+    await asyncio.gather(*sched.submit([enc(30) for _ in range(8)]))  # 4 batches of 2 under the 64-token budget
+    await sched.run_sync(lambda: np.zeros(1, dtype=np.float32))  # same thread, queued after the hook
+    await sched.stop()
+    assert len(backend.batches) == 4
+    assert [n for n, _ in calls] == [4]  # not between batches while work was waiting
+    assert calls[0][1].startswith("embedserve-inference")
