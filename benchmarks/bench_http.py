@@ -270,14 +270,18 @@ def single_request_ms(url: str, text: str, reps: int) -> float:
 
 
 def soak(server: Server, loads: list[Workload], seconds: float, concurrency: int) -> tuple[float, float, int]:
-    """Run the mixed workload over and over; RSS after the first pass and at the end (MiB), and passes run."""
+    """Run the mixed workload over and over; RSS at rest after the first pass and at the end (MiB), and passes run.
+
+    At rest = 3 s after a pass: the engine hands freed memory back once it has been idle for a second."""
     mixed = next(w for w in loads if w.name == "mixed")
     asyncio.run(drive(server.url, mixed, concurrency))
+    time.sleep(3)
     start_rss = rss_mib(server.proc.pid)[0]
     passes, deadline = 1, time.monotonic() + seconds
     while time.monotonic() < deadline:
         asyncio.run(drive(server.url, mixed, concurrency))
         passes += 1
+    time.sleep(3)
     return start_rss, rss_mib(server.proc.pid)[0], passes
 
 

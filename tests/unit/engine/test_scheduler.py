@@ -161,7 +161,7 @@ def sched_submit_before_start(
     return sched.submit(encodings)
 
 
-async def test_the_idle_hook_runs_on_the_inference_thread_once_the_queue_runs_dry() -> None:
+async def test_the_idle_hook_runs_on_the_inference_thread_once_the_queue_stays_empty() -> None:
     backend = RecordingBackend()
     calls: list[tuple[int, str]] = []  # (batches run so far, thread)
     cfg = SchedulerConfig(
@@ -171,11 +171,14 @@ async def test_the_idle_hook_runs_on_the_inference_thread_once_the_queue_runs_dr
         max_queued_tokens=10_000,
         clock=lambda: 100.0,
         on_idle=lambda: calls.append((len(backend.batches), threading.current_thread().name)),
+        idle_delay=0.0,
     )
     sched = Scheduler(backend, cfg)
     sched.start()
     await asyncio.gather(*sched.submit([enc(30) for _ in range(8)]))  # 4 batches of 2 under the 64-token budget
-    await sched.run_sync(lambda: np.zeros(1, dtype=np.float32))  # same thread, queued after the hook
+    while not calls:  # the hook is armed on a loop timer once the last batch is answered
+        await asyncio.sleep(0)
+        await sched.run_sync(lambda: np.zeros(1, dtype=np.float32))  # same thread: anything queued ran before
     await sched.stop()
     assert len(backend.batches) == 4
     assert [n for n, _ in calls] == [4]  # not between batches while work was waiting
