@@ -118,6 +118,37 @@ def build_int8_encoder(model: LoadedModel) -> BertEncoder:
     return encoder.eval()
 
 
+class PretransposedLinear(nn.Module):
+    """``nn.Linear`` with its weight stored (in, out): MKL's fp32 GEMM reads that layout ~1.8x faster when only a few
+    rows come in (one short text: 1.62 -> 0.90 ms for a 1024x4096 layer on 2 cores) and as fast for large batches."""
+
+    weight_t: torch.Tensor
+    bias: torch.Tensor
+
+    def __init__(self, linear: nn.Linear) -> None:
+        super().__init__()
+        weight = linear.weight.detach()
+        self.register_buffer("weight_t", weight.t().contiguous())
+        bias = linear.bias.detach() if linear.bias is not None else torch.zeros(weight.shape[0], dtype=weight.dtype)
+        self.register_buffer("bias", bias)
+        self.out_features = linear.out_features
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = torch.addmm(self.bias, x.reshape(-1, x.shape[-1]), self.weight_t)
+        return out.reshape(*x.shape[:-1], self.out_features)
+
+
+def pretranspose_fp32_linears(encoder: nn.Module) -> int:
+    """Swap every float32 ``nn.Linear`` for a ``PretransposedLinear`` (CPU only: measured there, not on CUDA)."""
+    swapped = 0
+    for module in list(encoder.modules()):
+        for child_name, child in list(module.named_children()):
+            if isinstance(child, nn.Linear) and child.weight.dtype == torch.float32:
+                setattr(module, child_name, PretransposedLinear(child))
+                swapped += 1
+    return swapped
+
+
 class TorchBackend:
     name = "torch"
 
@@ -134,6 +165,8 @@ class TorchBackend:
             self.encoder = build_int8_encoder(model)
         else:
             self.encoder = build_encoder(model).to(device=self._device, dtype=self._torch_dtype)
+        if self._device.type == "cpu":
+            pretranspose_fp32_linears(self.encoder)  # fp32 layers only: bf16's and int8's own kernels are left alone
 
     def forward(
         self, input_ids: npt.NDArray[np.int64], attention_mask: npt.NDArray[np.int64]
