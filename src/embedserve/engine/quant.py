@@ -105,6 +105,20 @@ def smoothing_factors(act_max: torch.Tensor, weight: torch.Tensor, alpha: float)
     return s.clamp(min=1e-5)
 
 
+def replace_linears(model: nn.Module, build: Callable[[str, nn.Linear], nn.Module | None]) -> list[str]:
+    """Swap each ``nn.Linear`` in ``model`` for ``build(full_name, linear)`` where that is not None; the names swapped.
+
+    Modules are listed before any swap, so a replacement's own inner layers are never visited."""
+    replaced: list[str] = []
+    for name, module in list(model.named_modules()):
+        for child_name, child in list(module.named_children()):
+            full = f"{name}.{child_name}" if name else child_name
+            if isinstance(child, nn.Linear) and (new := build(full, child)) is not None:
+                setattr(module, child_name, new)
+                replaced.append(full)
+    return replaced
+
+
 def quantize_linears(
     model: nn.Module,
     *,
@@ -115,20 +129,18 @@ def quantize_linears(
 ) -> list[str]:
     """Replace every ``nn.Linear`` not skipped by an ``Int8Linear``: smoothed where ``act_max`` has its name, with the
     ``outliers`` input channels largest after smoothing kept in fp32."""
-    replaced: list[str] = []
-    for name, module in list(model.named_modules()):
-        for child_name, child in list(module.named_children()):
-            full = f"{name}.{child_name}" if name else child_name
-            if not isinstance(child, nn.Linear) or skip(full):
-                continue
-            smooth = kept = None
-            if act_max is not None and full in act_max:
-                smooth = smoothing_factors(act_max[full], child.weight, alpha)
-                if outliers:
-                    kept = torch.topk(act_max[full] / smooth, min(outliers, child.in_features)).indices
-            setattr(module, child_name, Int8Linear(child, smooth, kept))
-            replaced.append(full)
-    return replaced
+
+    def build(full: str, linear: nn.Linear) -> nn.Module | None:
+        if skip(full):
+            return None
+        smooth = kept = None
+        if act_max is not None and full in act_max:
+            smooth = smoothing_factors(act_max[full], linear.weight, alpha)
+            if outliers:
+                kept = torch.topk(act_max[full] / smooth, min(outliers, linear.in_features)).indices
+        return Int8Linear(linear, smooth, kept)
+
+    return replace_linears(model, build)
 
 
 class BF16Linear(nn.Module):

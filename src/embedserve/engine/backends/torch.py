@@ -20,6 +20,14 @@ from torch import nn
 from embedserve.engine.bert import BertEncoder, init_dummy_weights, load_state
 from embedserve.engine.loading import LoadedModel
 from embedserve.engine.pooling import pool
+from embedserve.engine.quant import (
+    CALIBRATION_TEXTS,
+    BF16Linear,
+    activation_maxima,
+    is_ffn_output,
+    quantize_linears,
+    replace_linears,
+)
 from embedserve.errors import InvalidRequestError, ModelLoadError
 from embedserve.settings import EngineSettings
 
@@ -91,13 +99,6 @@ OUTLIER_CHANNELS = 16
 def build_int8_encoder(model: LoadedModel) -> BertEncoder:
     """W8A8 (per-token activations, per-channel weights, SmoothQuant-calibrated, 16 outlier channels in fp32) for every
     matmul but the FFN's down projection, which runs in bf16 where the CPU has it (fp32 otherwise)."""
-    from embedserve.engine.quant import (
-        CALIBRATION_TEXTS,
-        BF16Linear,
-        activation_maxima,
-        is_ffn_output,
-        quantize_linears,
-    )
     from embedserve.engine.scheduler import pad_batch
     from embedserve.engine.tokenizer import WordPieceTokenizer
 
@@ -110,10 +111,7 @@ def build_int8_encoder(model: LoadedModel) -> BertEncoder:
     act_max = activation_maxima(encoder, lambda: encoder(torch.from_numpy(ids), torch.from_numpy(mask)), names)
     replaced = quantize_linears(encoder, skip=is_ffn_output, act_max=act_max, alpha=0.5, outliers=OUTLIER_CHANNELS)
     if cpu_has_bf16():
-        for name, module in list(encoder.named_modules()):
-            for child_name, child in list(module.named_children()):
-                if isinstance(child, nn.Linear) and is_ffn_output(f"{name}.{child_name}"):
-                    setattr(module, child_name, BF16Linear(child))
+        replace_linears(encoder, lambda name, linear: BF16Linear(linear) if is_ffn_output(name) else None)
     logger.info("int8: quantised %d linear layers in %.1fs", len(replaced), time.perf_counter() - started)
     return encoder.eval()
 
@@ -138,15 +136,11 @@ class PretransposedLinear(nn.Module):
         return out.reshape(*x.shape[:-1], self.out_features)
 
 
-def pretranspose_fp32_linears(encoder: nn.Module) -> int:
+def pretranspose_fp32_linears(encoder: nn.Module) -> list[str]:
     """Swap every float32 ``nn.Linear`` for a ``PretransposedLinear`` (CPU only: measured there, not on CUDA)."""
-    swapped = 0
-    for module in list(encoder.modules()):
-        for child_name, child in list(module.named_children()):
-            if isinstance(child, nn.Linear) and child.weight.dtype == torch.float32:
-                setattr(module, child_name, PretransposedLinear(child))
-                swapped += 1
-    return swapped
+    return replace_linears(
+        encoder, lambda _name, linear: PretransposedLinear(linear) if linear.weight.dtype == torch.float32 else None
+    )
 
 
 class TorchBackend:
