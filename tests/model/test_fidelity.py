@@ -92,7 +92,9 @@ def test_int8_w8a8_is_close_and_keeps_retrieval(minilm_model_dir: Path, fp32: tu
     [
         ("float32", 0.99999),
         ("bfloat16", 0.9999),
-        ("int8", 0.9998),  # bf16 FFN-out and fp32 attention see different shapes; padding must not leak
+        # int8 measured 0.99993 with its FFN-out in fp32 (Cascade Lake), 0.99978 in bf16 (Sapphire Rapids, AMX);
+        # a padding leak shows as < 0.99
+        ("int8", 0.9997),
     ],
 )
 def test_a_text_embeds_the_same_alone_and_in_a_mixed_batch(minilm_model_dir: Path, dtype: str, floor: float) -> None:
