@@ -16,7 +16,7 @@ from embedserve.engine.backends import create_backend
 from embedserve.engine.backends.base import Backend
 from embedserve.engine.loading import LoadedModel, load_model
 from embedserve.engine.memory import release_free_memory
-from embedserve.engine.scheduler import BatchStats, Scheduler, SchedulerConfig, pad_batch
+from embedserve.engine.scheduler import BatchStats, Scheduler, SchedulerConfig, inference_executor, pad_batch
 from embedserve.engine.tokenizer import WordPieceTokenizer
 from embedserve.engine.types import Encoding, ModelInfo
 from embedserve.errors import ContextLengthExceededError, EngineError
@@ -94,8 +94,13 @@ class Engine:
         """Load the model and backend (off the event loop), start the scheduler, run one warm-up pass."""
         if self._scheduler is not None:
             return
+        executor = inference_executor()
         if self._info is None:
-            await asyncio.to_thread(self._load)
+            try:  # on the inference thread itself: see inference_executor
+                await asyncio.get_running_loop().run_in_executor(executor, self._load)
+            except BaseException:
+                executor.shutdown(wait=False)
+                raise
         assert self._backend is not None and self._tokenizer is not None
         config = SchedulerConfig(
             pad_id=self._tokenizer.pad_id,
@@ -105,7 +110,7 @@ class Engine:
             max_queued_tokens=self.settings.max_queued_tokens,
             on_idle=release_free_memory,
         )
-        self._scheduler = Scheduler(self._backend, config, on_batch=self._on_batch)
+        self._scheduler = Scheduler(self._backend, config, on_batch=self._on_batch, executor=executor)
         self._scheduler.start()
         await self.ready()
         logger.info(
