@@ -1,7 +1,10 @@
 """The fidelity gate, on real MiniLM weights: every torch dtype against torch fp32 over 520 varied sentences.
 
 A reduced-precision path may be a default only if its minimum cosine is >= 0.999 and retrieval on the 16-query set
-gives the same top-3 passages in the same order as fp32 for every query. Paths that miss the gate stay opt-in; their
+gives the same top-3 passages in the same order as fp32 for every query, where two passages that fp32 scores within
+``TIE`` of each other count as tied (0.001 is below what bf16 can resolve: its scores carry ~3 significant digits;
+one such pair, 0.08601 vs 0.08586 for query 11's 3rd and 4th passages, swaps between bf16 runs of different batch
+shapes). The strict figure (no ties) is printed too. Paths that miss the gate stay opt-in; their
 floor here is set below the figure measured (README, "Fidelity") so a regression still fails.
 Run with ``-s`` to see the figures.
 """
@@ -18,18 +21,21 @@ from embedserve.engine import Engine, EngineSettings
 from embedserve.engine.backends.torch import cpu_has_bf16
 from tests.model.corpus import RETRIEVAL_PASSAGES, RETRIEVAL_QUERIES, varied_sentences
 
+TIE = 0.001
+
 
 @dataclass(frozen=True)
 class Fidelity:
     min_cos: float
     mean_cos: float
-    same_top3: float  # fraction of queries whose top-3 passages (in order) match fp32
+    same_top3: float  # fraction of queries whose top-3 passages (in order, fp32 ties within TIE either way) match fp32
+    strict_top3: float  # the same with no ties allowed
     correct_top1: float  # fraction of queries whose own passage ranks first
 
     def __str__(self) -> str:
         return (
             f"min {self.min_cos:.6f} mean {self.mean_cos:.6f} "
-            f"same-top3 {self.same_top3:.2f} correct-top1 {self.correct_top1:.2f}"
+            f"same-top3 {self.same_top3:.2f} (strict {self.strict_top3:.2f}) correct-top1 {self.correct_top1:.2f}"
         )
 
 
@@ -49,10 +55,15 @@ def measure(candidate: tuple[np.ndarray, np.ndarray], reference: tuple[np.ndarra
         return np.argsort(-(emb[:n] @ emb[n:].T), axis=1)[:, :3]
 
     ours, theirs = top3(candidate[1]), top3(reference[1])
+    ref_scores = reference[1][:n] @ reference[1][n:].T
+    rows = np.arange(n)[:, None]
+    # rank r matches when fp32 scores our r-th passage within TIE of its own r-th
+    tied = np.abs(ref_scores[rows, ours] - ref_scores[rows, theirs]) <= TIE
     return Fidelity(
         min_cos=float(cos.min()),
         mean_cos=float(cos.mean()),
-        same_top3=float((ours == theirs).all(axis=1).mean()),
+        same_top3=float(tied.all(axis=1).mean()),
+        strict_top3=float((ours == theirs).all(axis=1).mean()),
         correct_top1=float((ours[:, 0] == np.arange(n)).mean()),
     )
 

@@ -62,3 +62,29 @@ async def test_token_ids_embed_like_their_text(engine: Engine) -> None:
     (enc,) = await engine.tokenize(["Laura is a DJ."], truncate=False)
     from_ids = engine.encode_token_ids([list(enc.ids[1:-1])], truncate=False)
     assert np.array_equal(await engine.embed([enc]), await engine.embed(from_ids))
+
+
+def test_packed_batch_matches_the_padded_one(minilm_model_dir: Path, texts: list[str]) -> None:
+    """A batch padded past ``unpad_ratio`` runs its token-wise layers on the real tokens only; every real position
+    must come out as the fully padded computation gives it (padded positions come back as zeros, not computed)."""
+    import torch
+
+    from embedserve.engine.backends.torch import build_encoder
+    from embedserve.engine.loading import load_model
+    from embedserve.engine.scheduler import pad_batch
+    from embedserve.engine.tokenizer import WordPieceTokenizer
+
+    settings = EngineSettings(model=str(minilm_model_dir), backend="torch", dtype="float32")
+    model = load_model(settings)
+    tok = WordPieceTokenizer(model.tokenizer_path, vocab_size=model.config.vocab_size)
+    ids, mask = pad_batch(tok.encode_texts(texts[:24], truncate=True, max_tokens=512), pad_id=tok.pad_id)
+    assert mask.size >= 1.5 * mask.sum()  # plenty of padding
+    encoder = build_encoder(model)
+    with torch.inference_mode():
+        encoder.unpad_ratio = float("inf")
+        dense = encoder(torch.from_numpy(ids), torch.from_numpy(mask))
+        encoder.unpad_ratio = 1.0
+        packed = encoder(torch.from_numpy(ids), torch.from_numpy(mask))
+    real = torch.from_numpy(mask).bool()
+    assert torch.allclose(packed[real], dense[real], atol=1e-4)
+    assert packed[~real].abs().max() == 0 < dense[~real].abs().max()

@@ -6,11 +6,28 @@ faster paths (bf16, int8) can swap layers without touching the graph.
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from embedserve.engine.loading import BertConfig
+
+
+class Packing:
+    """Where a padded batch's real tokens sit: token-wise layers run on the ``(tokens, hidden)`` rows only, and
+    attention, which needs whole sequences, gets them scattered back into the padded ``(batch * seq, hidden)``."""
+
+    def __init__(self, attention_mask: torch.Tensor) -> None:
+        self.rows = attention_mask.numel()
+        self.index = attention_mask.reshape(-1).nonzero().squeeze(1)
+
+    def pack(self, x: torch.Tensor) -> torch.Tensor:
+        return x.reshape(self.rows, x.shape[-1]).index_select(0, self.index)
+
+    def pad(self, x: torch.Tensor) -> torch.Tensor:
+        return x.new_zeros(self.rows, x.shape[-1]).index_copy_(0, self.index, x)
 
 
 class Embeddings(nn.Module):
@@ -36,16 +53,19 @@ class SelfAttention(nn.Module):
         self.key = nn.Linear(cfg.hidden_size, cfg.hidden_size)
         self.value = nn.Linear(cfg.hidden_size, cfg.hidden_size)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        b, s, h = x.shape
+    def forward(self, x: torch.Tensor, mask: torch.Tensor, packing: Packing | None = None) -> torch.Tensor:
+        b, s = mask.shape[0], mask.shape[-1]
+        h = x.shape[-1]
         d = h // self.num_heads
 
         def heads(t: torch.Tensor) -> torch.Tensor:
+            if packing is not None:
+                t = packing.pad(t)
             return t.view(b, s, self.num_heads, d).transpose(1, 2)
 
         q, k, v = heads(self.query(x)), heads(self.key(x)), heads(self.value(x))
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
-        return out.transpose(1, 2).reshape(b, s, h)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask).transpose(1, 2).reshape(b, s, h)
+        return out if packing is None else packing.pack(out)
 
 
 class SelfOutput(nn.Module):
@@ -64,8 +84,8 @@ class Attention(nn.Module):
         self.self = SelfAttention(cfg)
         self.output = SelfOutput(cfg, cfg.hidden_size)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        return self.output(self.self(x, mask), x)  # type: ignore[no-any-return]
+    def forward(self, x: torch.Tensor, mask: torch.Tensor, packing: Packing | None = None) -> torch.Tensor:
+        return self.output(self.self(x, mask, packing), x)  # type: ignore[no-any-return]
 
 
 class Intermediate(nn.Module):
@@ -87,8 +107,8 @@ class Layer(nn.Module):
         self.intermediate = Intermediate(cfg)
         self.output = SelfOutput(cfg, cfg.intermediate_size)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        x = self.attention(x, mask)
+    def forward(self, x: torch.Tensor, mask: torch.Tensor, packing: Packing | None = None) -> torch.Tensor:
+        x = self.attention(x, mask, packing)
         return self.output(self.intermediate(x), x)  # type: ignore[no-any-return]
 
 
@@ -101,6 +121,11 @@ class Encoder(nn.Module):
 class BertEncoder(nn.Module):
     """``(batch, seq)`` ids and 0/1 mask -> ``(batch, seq, hidden)`` last hidden states."""
 
+    unpad_ratio: float = 1.08
+    """Run the token-wise layers on the real tokens only once the padded batch is this many times their count: the
+    scatter and gather around attention cost a few percent (bge-large, 2 cores, bf16: 1.33x faster at 1.63, 1.08x at
+    1.11, 0.95x at 1.06; README, "Performance"). ONNX export sets it to infinity for a static graph."""
+
     def __init__(self, cfg: BertConfig) -> None:
         super().__init__()
         self.config = cfg
@@ -112,9 +137,15 @@ class BertEncoder(nn.Module):
         # Additive mask in the activations' dtype: padded keys get -inf-like scores and no weight.
         mask = torch.zeros(attention_mask.shape, dtype=x.dtype, device=x.device)
         mask = mask.masked_fill(attention_mask == 0, torch.finfo(x.dtype).min)[:, None, None, :]
+        packing = None
+        if math.isfinite(self.unpad_ratio):
+            real = int(attention_mask.sum())
+            if real and attention_mask.numel() >= self.unpad_ratio * real:
+                packing = Packing(attention_mask)
+                x = packing.pack(x)
         for layer in self.encoder.layer:
-            x = layer(x, mask)
-        return x  # type: ignore[no-any-return]
+            x = layer(x, mask, packing)
+        return x if packing is None else packing.pad(x).view(*attention_mask.shape, -1)
 
 
 def init_dummy_weights(model: BertEncoder, *, seed: int, std: float = 0.02) -> None:

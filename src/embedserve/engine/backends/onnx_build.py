@@ -10,6 +10,7 @@ import dataclasses
 import hashlib
 import json
 import logging
+import math
 import os
 import tempfile
 import time
@@ -91,7 +92,9 @@ def cache_key(parts: dict[str, object]) -> str:
 
 def export_onnx(model: LoadedModel, dest: Path) -> None:
     """Trace the torch encoder + pooling to ``dest`` with dynamic batch and sequence axes (TorchScript exporter)."""
-    graph = EmbeddingGraph(build_encoder(model), pooling=model.pooling, normalize=model.normalize).eval()
+    encoder = build_encoder(model)
+    encoder.unpad_ratio = math.inf  # a static graph: no data-dependent packing
+    graph = EmbeddingGraph(encoder, pooling=model.pooling, normalize=model.normalize).eval()
     ids = torch.full((2, 8), min(100, model.config.vocab_size - 1), dtype=torch.int64)
     mask = torch.ones((2, 8), dtype=torch.int64)
     mask[1, 5:] = 0
