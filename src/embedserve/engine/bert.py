@@ -1,7 +1,8 @@
 """A compact BERT encoder in PyTorch whose parameter names match Hugging Face ``BertModel`` checkpoints.
 
 Attention is ``scaled_dot_product_attention`` with the padding mask; every projection is a plain ``nn.Linear`` so
-faster paths (bf16, int8) can swap layers without touching the graph.
+faster paths (bf16, int8) can swap layers without touching the graph. A batch with much padding runs every
+token-wise layer (projections, LayerNorm, GELU) on its real tokens only (``Packing``); attention alone sees it padded.
 """
 
 from __future__ import annotations

@@ -73,6 +73,19 @@ def resolve_dtype(requested: str, device: torch.device) -> torch.dtype:
     return _DTYPES[requested]
 
 
+ONEDNN_CACHE_ENTRIES = "64"
+
+
+def bound_onednn_caches() -> None:
+    """Cap oneDNN's primitive cache and ideep's operator cache (1024 entries each by default) before the first bf16
+    op. Every new batch shape adds entries (about 1 MB each with AMX kernels), so a server seeing many shapes grew
+    1177 -> 2079 MiB over a 10-minute mixed-length soak; with 64 entries RSS stays flat at the same speed (100 varied
+    batches: 78-80 s either way, 1008 vs 1304 MiB). Both libraries read these variables once; a value already set
+    in the environment wins."""
+    os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", ONEDNN_CACHE_ENTRIES)
+    os.environ.setdefault("LRU_CACHE_CAPACITY", ONEDNN_CACHE_ENTRIES)
+
+
 def default_threads() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
@@ -147,6 +160,7 @@ class TorchBackend:
     name = "torch"
 
     def __init__(self, model: LoadedModel, settings: EngineSettings) -> None:
+        bound_onednn_caches()
         self._device = resolve_device(settings.device)
         self._torch_dtype = resolve_dtype(settings.dtype, self._device)
         if self._device.type == "cpu":
