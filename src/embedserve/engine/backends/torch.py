@@ -1,9 +1,9 @@
 """The PyTorch backend: fp32 reference, bf16 on CPUs that have it, fp16/bf16 on CUDA, W8A8 int8 on CPU; SDPA.
 
 ``--dtype auto`` picks bfloat16 weights on CPUs with native bf16 (AVX512-BF16 or AMX; measured parity on MiniLM: min
-cosine 0.99986 vs fp32 over 520 sentences, see README), float32 on other CPUs, float16 on CUDA. ``int8`` is opt-in
-(measured min cosine 0.99935; without native bf16 it is no faster than fp32, see README). Runs under
-``torch.inference_mode`` on the engine's single inference thread.
+cosine 0.99983-0.99986 vs fp32 over 520 sentences, see README), float32 on other CPUs, float16 on CUDA. ``int8`` is
+opt-in (measured min cosine 0.99935-0.99938; slower than bf16 where bf16 is native, no faster than fp32 elsewhere).
+Runs under ``torch.inference_mode`` on the engine's single inference thread.
 """
 
 from __future__ import annotations
@@ -46,7 +46,8 @@ def resolve_device(requested: str) -> torch.device:
 
 
 def cpu_has_bf16() -> bool:
-    """Native bf16 matmuls (AVX512-BF16 or AMX): there bf16 runs about 2x fp32; elsewhere it is emulated and slower.
+    """Native bf16 matmuls (AVX512-BF16 or AMX): there bf16 runs 2x (Zen 4) to 4x (AMX) fp32; elsewhere it is emulated
+    and slower.
 
     oneDNN's own ``_is_mkldnn_bf16_supported`` says yes on any AVX-512 CPU because it can emulate bf16 there; on a
     Cascade Lake Xeon (AVX-512 VNNI, no BF16) that emulation measured 231 ms for a 13-token bge-large forward pass
