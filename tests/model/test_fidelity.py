@@ -2,10 +2,10 @@
 
 A reduced-precision path may be a default only if its minimum cosine is >= 0.999 and retrieval on the 16-query set
 gives the same top-3 passages in the same order as fp32 for every query, where two passages that fp32 scores within
-``TIE`` of each other count as tied (0.001 is below what bf16 can resolve: its scores carry ~3 significant digits;
-one such pair, 0.08601 vs 0.08586 for query 11's 3rd and 4th passages, swaps between bf16 runs of different batch
-shapes). The strict figure (no ties) is printed too. Paths that miss the gate stay opt-in; their
-floor here is set below the figure measured (README, "Fidelity") so a regression still fails.
+``TIE`` (0.0005) of each other count as tied: one such pair, 0.08601 vs 0.08586 for query 11's 3rd and 4th
+passages, swaps between bf16 runs of different batch shapes. The strict figure (no ties) is printed too. Paths
+that miss the gate stay opt-in; their floor here is set below the figure measured (README, "Fidelity") so a
+regression still fails.
 Run with ``-s`` to see the figures.
 """
 
@@ -21,7 +21,7 @@ from embedserve.engine import Engine, EngineSettings
 from embedserve.engine.backends.torch import cpu_has_bf16
 from tests.model.corpus import RETRIEVAL_PASSAGES, RETRIEVAL_QUERIES, varied_sentences
 
-TIE = 0.001
+TIE = 0.0005
 
 
 @dataclass(frozen=True)
@@ -91,11 +91,12 @@ def test_auto_dtype_is_bf16_only_where_the_cpu_runs_bf16_natively(minilm_model_d
 def test_int8_w8a8_is_close_and_keeps_retrieval(minilm_model_dir: Path, fp32: tuple) -> None:
     fid = measure(embed_all(minilm_model_dir, "torch", "int8"), fp32)
     print(f"\ntorch int8 (W8A8, SmoothQuant, 16 fp32 outlier channels, FFN-out bf16/fp32): {fid}")
-    # Measured min 0.99935 (0.99932 with a bf16 FFN-out) and 14/16 same top-3: two swaps at ranks 3-4 between
-    # unrelated passages that fp32 scores 0.0001 and 0.004 apart. Opt-in (README); the floor catches a regression.
+    # Measured min 0.99935 with an fp32 FFN-out (0.99938 in bf16), strict same top-3 14/16 (15/16): swaps at ranks
+    # 3-4 between unrelated passages that fp32 scores 0.0001 and 0.004 apart. Opt-in (README); the floors catch a
+    # regression, on the strict count so that one new swap among near-ties still fails.
     assert fid.min_cos >= 0.999, fid
     assert fid.mean_cos >= 0.9997, fid
-    assert fid.correct_top1 == 1.0 and fid.same_top3 >= 0.85, fid
+    assert fid.correct_top1 == 1.0 and fid.strict_top3 >= 0.85, fid
 
 
 @pytest.mark.parametrize(

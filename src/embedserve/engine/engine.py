@@ -96,22 +96,22 @@ class Engine:
         if self._scheduler is not None:
             return
         executor = inference_executor()
-        if self._info is None:
-            try:  # on the inference thread itself: see inference_executor
+        try:
+            if self._info is None:  # on the inference thread itself: see inference_executor
                 await asyncio.get_running_loop().run_in_executor(executor, self._load)
-            except BaseException:
-                executor.shutdown(wait=False)
-                raise
-        assert self._backend is not None and self._tokenizer is not None
-        config = SchedulerConfig(
-            pad_id=self._tokenizer.pad_id,
-            max_batch_tokens=self.info.max_batch_tokens,
-            max_padding_ratio=self.settings.max_padding_ratio,
-            max_batch_size=self.settings.max_batch_size,
-            max_queued_tokens=self.settings.max_queued_tokens,
-            on_idle=release_free_memory,
-        )
-        self._scheduler = Scheduler(self._backend, config, on_batch=self._on_batch, executor=executor)
+            assert self._backend is not None and self._tokenizer is not None
+            config = SchedulerConfig(
+                pad_id=self._tokenizer.pad_id,
+                max_batch_tokens=self.info.max_batch_tokens,
+                max_padding_ratio=self.settings.max_padding_ratio,
+                max_batch_size=self.settings.max_batch_size,
+                max_queued_tokens=self.settings.max_queued_tokens,
+                on_idle=release_free_memory,
+            )
+            self._scheduler = Scheduler(self._backend, config, on_batch=self._on_batch, executor=executor)
+        except BaseException:
+            executor.shutdown(wait=False)
+            raise
         self._scheduler.start()
         await self.ready()
         logger.info(

@@ -27,11 +27,12 @@ class ThreadRecordingBackend:
 
     def __init__(self, dim: int) -> None:
         self.dim = dim
-        self.built_on = threading.current_thread().name
-        self.ran_on: set[str] = set()
+        self.built_on = threading.get_ident()
+        self.built_on_name = threading.current_thread().name
+        self.ran_on: set[int] = set()
 
     def forward(self, ids: npt.NDArray[np.int64], mask: npt.NDArray[np.int64]) -> npt.NDArray[np.float32]:
-        self.ran_on.add(threading.current_thread().name)
+        self.ran_on.add(threading.get_ident())
         out = np.ones((ids.shape[0], self.dim), dtype=np.float32)
         return out / np.sqrt(self.dim)
 
@@ -54,5 +55,5 @@ def test_the_backend_is_built_on_the_inference_thread_that_runs_it(
 
     assert vectors.shape == (2, 1024)
     backend = built[0]
-    assert backend.built_on.startswith("embedserve-inference")
-    assert backend.ran_on == {backend.built_on}
+    assert backend.built_on_name.startswith("embedserve-inference")
+    assert backend.ran_on == {backend.built_on}  # the very thread, not just one of the same name

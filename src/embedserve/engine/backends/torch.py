@@ -9,6 +9,7 @@ Runs under ``torch.inference_mode`` on the engine's single inference thread.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import time
 
@@ -176,6 +177,8 @@ class TorchBackend:
             self.encoder = build_encoder(model).to(device=self._device, dtype=self._torch_dtype)
         if self._device.type == "cpu":
             pretranspose_fp32_linears(self.encoder)  # fp32 layers only: bf16's and int8's own kernels are left alone
+        else:
+            self.encoder.unpad_ratio = math.inf  # packing was measured on CPU only; on CUDA it stays off until it is
 
     def forward(
         self, input_ids: npt.NDArray[np.int64], attention_mask: npt.NDArray[np.int64]
