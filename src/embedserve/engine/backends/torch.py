@@ -178,7 +178,7 @@ class TorchBackend:
         if self._device.type == "cpu":
             pretranspose_fp32_linears(self.encoder)  # fp32 layers only: bf16's and int8's own kernels are left alone
         else:
-            self.encoder.unpad_ratio = math.inf  # packing was measured on CPU only; on CUDA it stays off until it is
+            self.encoder.unpad_ratio = math.inf  # packing is measured on CPU only; off on CUDA until measured there
 
     def forward(
         self, input_ids: npt.NDArray[np.int64], attention_mask: npt.NDArray[np.int64]
