@@ -93,23 +93,33 @@ def workloads(tok: WordPieceTokenizer, scale: float, seed: int) -> list[Workload
     ]
 
 
-def write_replica(target: Path, seed: int) -> Path:
-    """The replica with seeded random weights as a normal model directory: the server and ST load the same file."""
+def write_replica(target: Path, seed: int, source: Path = REPLICA) -> Path:
+    """The replica with seeded random weights as a normal model directory: the server and ST load the same file.
+    ``source`` holds the config and tokenizer (another BERT's, e.g. MiniLM's, for a quick dry run of a script)."""
     from safetensors.torch import save_file
 
-    shutil.copytree(REPLICA, target, dirs_exist_ok=True)
-    config = BertConfig.from_dict(json.loads((REPLICA / "config.json").read_text()))
+    shutil.copytree(source, target, dirs_exist_ok=True, ignore=shutil.ignore_patterns("*.safetensors", "*.bin"))
+    config = BertConfig.from_dict(json.loads((source / "config.json").read_text()))
     encoder = BertEncoder(config)
     init_dummy_weights(encoder, seed=seed)
     save_file({k: v.contiguous() for k, v in encoder.state_dict().items()}, str(target / "model.safetensors"))
     return target
 
 
-def matmul_ceiling(dtype: str, threads: int) -> float:
-    """GFLOP/s (GOP/s for int8) of a BERT-large-shaped matmul on these cores in the engine's dtype."""
+def matmul_ceiling(dtype: str, threads: int, device: str) -> float:
+    """GFLOP/s (GOP/s for int8) of a BERT-large-shaped matmul on these cores (or the GPU) in the engine's dtype."""
     torch.set_num_threads(threads)
     m, k, n = 2048, 1024, 4096
-    if dtype == "int8":
+    if device == "cuda":
+        m = 16384  # the CUDA token budget: a GPU needs big products to near its peak
+        a, b = (torch.randn(m, k, dtype=getattr(torch, dtype), device="cuda"),
+                torch.randn(k, n, dtype=getattr(torch, dtype), device="cuda"))  # fmt: skip
+
+        def op() -> object:
+            out = a @ b
+            torch.cuda.synchronize()
+            return out
+    elif dtype == "int8":
         a = torch.randint(-127, 127, (m, k), dtype=torch.int8)
         b = torch.randint(-127, 127, (k, n), dtype=torch.int8)
 
@@ -160,7 +170,7 @@ class Server:
         cmd = [sys.executable, "-m", "embedserve", "serve", "--model", str(model_dir), "--served-model-name",
                "bench", "--no-auth", "--host", "127.0.0.1", "--port", str(self.port), "--backend", backend,
                "--dtype", dtype, "--log-level", "warning", *extra]  # fmt: skip
-        env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")])}
         self.log = log_path.open("wb")
         self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, env=env)
         deadline = time.monotonic() + 900
@@ -213,12 +223,12 @@ async def drive(url: str, workload: Workload, concurrency: int) -> tuple[int, fl
         return tokens, time.perf_counter() - start, latencies
 
 
-def baseline(model_dir: Path, loads: list[Workload], threads: int) -> dict[str, float]:
+def baseline(model_dir: Path, loads: list[Workload], threads: int, device: str) -> dict[str, float]:
     """sentence-transformers ``encode`` fp32, batch 32: tokens/s per workload (tokens counted by our tokenizer)."""
     from sentence_transformers import SentenceTransformer
 
     torch.set_num_threads(threads)
-    st = SentenceTransformer(str(model_dir), device="cpu")
+    st = SentenceTransformer(str(model_dir), device=device)
     tok = WordPieceTokenizer(model_dir / "tokenizer.json", vocab_size=st[0].auto_model.config.vocab_size)
     st.encode(loads[0].texts[:32], batch_size=32)
     out = {}
@@ -228,15 +238,17 @@ def baseline(model_dir: Path, loads: list[Workload], threads: int) -> dict[str, 
         st.encode(w.texts, batch_size=32)
         out[w.name] = tokens / (time.perf_counter() - start)
     del st
+    if device == "cuda":
+        torch.cuda.empty_cache()
     return out
 
 
 def library_figures(
-    model_dir: Path, backend: str, dtype: str, text: str, loads: list[Workload], reps: int
+    model_dir: Path, backend: str, dtype: str, device: str, text: str, loads: list[Workload], reps: int
 ) -> tuple[float, dict[str, float]]:
     """In-process, no HTTP, same backend and dtype: p50 ms of one forward pass of ``text`` alone (the floor for one
     request), and tokens/s per workload as length-sorted batches of the workload's request size (the library call)."""
-    settings = EngineSettings(model=str(model_dir), backend=backend, dtype=dtype)  # type: ignore[arg-type]
+    settings = EngineSettings(model=str(model_dir), backend=backend, dtype=dtype, device=device)  # type: ignore[arg-type]
     model = load_model(settings)
     engine_backend = create_backend(model, settings)
     tok = WordPieceTokenizer(model.tokenizer_path, vocab_size=model.config.vocab_size)
@@ -299,31 +311,38 @@ def main() -> None:
     parser.add_argument("--no-baseline", action="store_true")
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("--server-arg", action="append", default=[], help="extra flag for embedserve serve")
+    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
+                        help="where the server, library call and baseline run (auto: cuda if present)")  # fmt: skip
+    parser.add_argument("--replica", type=Path, default=REPLICA,
+                        help="config and tokenizer to replicate (another BERT's for a quick dry run)")  # fmt: skip
     args = parser.parse_args()
+    device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
 
     threads = len(os.sched_getaffinity(0))
     work = Path(tempfile.mkdtemp(prefix="embedserve-bench-"))
-    model_dir = write_replica(work / "bge-large-en-v1.5-replica", seed=args.seed)
+    model_dir = write_replica(work / "replica", seed=args.seed, source=args.replica)
     config = BertConfig.from_dict(json.loads((model_dir / "config.json").read_text()))
     tok = WordPieceTokenizer(model_dir / "tokenizer.json", vocab_size=config.vocab_size)
     loads = workloads(tok, args.scale, args.seed)
     mean_len = {w.name: float(np.mean([e.length for e in tok.encode_texts(w.texts, truncate=True, max_tokens=512)]))
                 for w in loads}  # fmt: skip
-    print(f"# {threads} cores, torch {torch.__version__}, replica at {model_dir}")
+    where = torch.cuda.get_device_name() if device == "cuda" else f"{threads} cores"
+    print(f"# {where}, torch {torch.__version__}, replica at {model_dir}")
     print("# workloads: " + ", ".join(f"{w.name} {len(w.texts)} texts ~{mean_len[w.name]:.0f} tok" for w in loads))
 
-    base = {} if args.no_baseline else baseline(model_dir, loads, threads)
+    base = {} if args.no_baseline else baseline(model_dir, loads, threads, device)
     if base:
         print("# sentence-transformers fp32 tokens/s: " + ", ".join(f"{k} {v:.0f}" for k, v in base.items()))
 
     results = []
     for spec in args.engines.split(","):
         backend, dtype = spec.split(":")
-        server = Server(model_dir, backend, dtype, work / f"server-{backend}-{dtype}.log", args.server_arg)
+        extra = ["--device", device, *args.server_arg]
+        server = Server(model_dir, backend, dtype, work / f"server-{backend}-{dtype}.log", extra)
         try:
             info = server.info()
             eng_backend, eng_dtype = info["backend"], info["dtype"]
-            ceiling = matmul_ceiling(eng_dtype, threads)
+            ceiling = matmul_ceiling(eng_dtype, threads, device)
             label = f"{eng_backend} {eng_dtype}"
             rows = []
             for w in loads:
@@ -338,7 +357,7 @@ def main() -> None:
                 soak_result = soak(server, loads, args.soak, args.concurrency)
         finally:
             server.stop()
-        bare, library = library_figures(model_dir, eng_backend, eng_dtype, text, loads, reps=30)
+        bare, library = library_figures(model_dir, eng_backend, eng_dtype, device, text, loads, reps=30)
         print(f"\n## {label} (asked {spec}); matmul ceiling {ceiling:.0f} G(FL)OP/s")
         print("| workload | tokens/s (HTTP) | p50 ms | p99 ms | vs sentence-transformers | vs library call "
               "| of matmul ceiling |")  # fmt: skip
