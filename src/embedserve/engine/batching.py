@@ -3,8 +3,8 @@
 Padded cost is ``longest x count`` tokens, kept under the token budget. Sorting by length cuts padding; anchoring
 on the oldest entry means a long input is never starved by a stream of short ones. A batch stops growing when more
 padding would be wasted than ``max_padding_ratio`` of its real tokens: on a CPU a bigger batch is no faster per
-token, so padding is pure loss (tiny batches, under ``SMALL_BATCH_TOKENS`` padded, may pad freely: there per-call
-overhead dominates).
+token, so padding is pure loss. Small batches, under ``free_padding_tokens`` padded, may pad freely: there per-call
+overhead dominates (``SMALL_BATCH_TOKENS`` on a CPU; a GPU's forward pass costs the same from 10 to ~4000 tokens).
 """
 
 from __future__ import annotations
@@ -15,13 +15,19 @@ SMALL_BATCH_TOKENS = 512
 
 
 def plan_batch(
-    lengths: Sequence[int], *, oldest: int, max_tokens: int, max_size: int, max_padding_ratio: float = 0.25
+    lengths: Sequence[int],
+    *,
+    oldest: int,
+    max_tokens: int,
+    max_size: int,
+    max_padding_ratio: float = 0.25,
+    free_padding_tokens: int = SMALL_BATCH_TOKENS,
 ) -> list[int]:
     """Indices into ``lengths`` for the next batch; always contains ``oldest``.
 
     Greedy growth over the length-sorted order, outward from the anchor: each step adds the neighbour that adds
     the least padding, while the padded cost stays within ``max_tokens``, the count within ``max_size``, and the
-    padding within ``max_padding_ratio`` of the real tokens (or the padded cost under ``SMALL_BATCH_TOKENS``).
+    padding within ``max_padding_ratio`` of the real tokens (or the padded cost within ``free_padding_tokens``).
     """
     order = sorted(range(len(lengths)), key=lambda i: (lengths[i], i))
     pos = order.index(oldest)
@@ -40,7 +46,7 @@ def plan_batch(
         fits = [
             o
             for o in options
-            if o[2] <= max_tokens and (o[2] <= SMALL_BATCH_TOKENS or o[2] <= (1 + max_padding_ratio) * o[3])
+            if o[2] <= max_tokens and (o[2] <= free_padding_tokens or o[2] <= (1 + max_padding_ratio) * o[3])
         ]
         if not fits:
             break

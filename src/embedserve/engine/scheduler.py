@@ -18,7 +18,7 @@ import numpy as np
 import numpy.typing as npt
 
 from embedserve.engine.backends.base import Backend
-from embedserve.engine.batching import plan_batch
+from embedserve.engine.batching import SMALL_BATCH_TOKENS, plan_batch
 from embedserve.engine.types import Encoding
 from embedserve.errors import EngineError, ServerOverloadedError, ServiceUnavailableError
 
@@ -62,6 +62,7 @@ class SchedulerConfig:
     max_batch_size: int
     max_queued_tokens: int
     max_padding_ratio: float = 0.25
+    free_padding_tokens: int = SMALL_BATCH_TOKENS
     in_flight: int = 2
     clock: Clock = field(default=time.monotonic)
     on_idle: Callable[[], object] | None = None
@@ -147,6 +148,7 @@ class Scheduler:
             max_tokens=self._cfg.max_batch_tokens,
             max_size=self._cfg.max_batch_size,
             max_padding_ratio=self._cfg.max_padding_ratio,
+            free_padding_tokens=self._cfg.free_padding_tokens,
         )
         picked = set(chosen)
         batch = [live[i] for i in chosen]

@@ -6,7 +6,8 @@ import random
 
 import pytest
 
-from embedserve.engine.batching import padded_cost, plan_batch
+from embedserve.engine.batching import SMALL_BATCH_TOKENS, padded_cost, plan_batch
+from embedserve.engine.engine import default_free_padding_tokens
 
 
 @pytest.mark.parametrize("seed", range(20))
@@ -50,3 +51,16 @@ def test_a_long_anchor_does_not_absorb_short_inputs_as_padding() -> None:
 def test_tiny_batches_may_pad_freely() -> None:
     # Under 512 padded tokens per-call overhead dominates: 10 and 40 tokens share a batch (padded 80).
     assert sorted(plan_batch([10, 40], oldest=0, max_tokens=4096, max_size=8)) == [0, 1]
+
+
+def test_a_gpu_pads_freely_up_to_its_launch_bound_size() -> None:
+    # On CUDA a pass of up to ~4k tokens costs what one short text does: 12, 200 and 400 tokens share one pass there
+    # (padded 1200), while a CPU keeps them apart (the same batch would be 2x padding).
+    lengths = [400, 12, 200]
+    assert sorted(plan_batch(lengths, oldest=0, max_tokens=16384, max_size=256)) == [0]
+    gpu = plan_batch(lengths, oldest=0, max_tokens=16384, max_size=256, free_padding_tokens=4096)
+    assert sorted(gpu) == [0, 1, 2]
+
+
+def test_the_engine_pads_freely_further_on_cuda_than_on_cpu() -> None:
+    assert default_free_padding_tokens("cuda:0") > default_free_padding_tokens("cpu") == SMALL_BATCH_TOKENS
