@@ -2,7 +2,8 @@
 
 ``--dtype auto`` picks bfloat16 weights on CPUs with native bf16 (AVX512-BF16 or AMX; measured parity on MiniLM: min
 cosine 0.99983-0.99986 vs fp32 over 520 sentences, see README), float32 on other CPUs, float16 on CUDA. ``int8`` is
-opt-in (measured min cosine 0.99935-0.99938; slower than bf16 where bf16 is native, no faster than fp32 elsewhere).
+opt-in (measured min cosine 0.99935-0.99938; slower than bf16 where bf16 is native, no faster than fp32 elsewhere) and
+refused on CPUs without AVX512-VNNI or AMX, where torch's int8 matmul has no fast kernel.
 Runs under ``torch.inference_mode`` on the engine's single inference thread.
 """
 
@@ -61,6 +62,15 @@ def cpu_has_bf16() -> bool:
     return any(bool(getattr(cpu, probe, lambda: False)()) for probe in probes)
 
 
+def cpu_has_fast_int8() -> bool:
+    """AVX512-VNNI or AMX: there torch's int8 matmul (``torch._int_mm``) has oneDNN kernels. Without them it falls
+    back to a plain loop: on an AMD EPYC with AVX2 only it measured 0.5-2.4 GOP/s against 39-71 GFLOP/s for fp32 on
+    the same 2 cores, so an int8 model ran far slower than fp32."""
+    cpu = torch.cpu
+    probes = ("_is_vnni_supported", "_is_amx_tile_supported")
+    return any(bool(getattr(cpu, probe, lambda: False)()) for probe in probes)
+
+
 def resolve_dtype(requested: str, device: torch.device) -> torch.dtype:
     if requested == "auto":
         if device.type == "cuda":
@@ -69,6 +79,11 @@ def resolve_dtype(requested: str, device: torch.device) -> torch.dtype:
     if requested == "int8":
         if device.type != "cpu":
             raise InvalidRequestError("--dtype int8 with the torch backend runs on CPU only; on CUDA use float16.")
+        if not cpu_has_fast_int8():
+            raise InvalidRequestError(
+                "--dtype int8 needs a CPU with AVX512-VNNI or AMX: without them torch's int8 matmul is a plain loop, "
+                "tens of times slower than float32. Use --dtype auto."
+            )
         return torch.int8
     if requested not in _DTYPES:
         raise InvalidRequestError(f"--dtype {requested} is not available with the torch backend on {device.type}.")

@@ -1,0 +1,45 @@
+"""Which dtype the torch backend runs in, and the clear errors for dtypes a device cannot run well."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from embedserve.engine.backends import torch as torch_backend
+from embedserve.engine.backends.torch import resolve_dtype
+from embedserve.errors import InvalidRequestError
+
+CPU = torch.device("cpu")
+
+
+def cpu_features(monkeypatch: pytest.MonkeyPatch, **flags: bool) -> None:
+    for name in ("_is_vnni_supported", "_is_amx_tile_supported", "_is_avx512_bf16_supported"):
+        value = flags.get(name, False)
+        monkeypatch.setattr(torch.cpu, name, lambda value=value: value, raising=False)
+
+
+def test_int8_is_refused_where_the_cpu_has_no_int8_matmul_kernels(monkeypatch: pytest.MonkeyPatch) -> None:
+    cpu_features(monkeypatch)  # AVX2 only: torch._int_mm measured 0.5-2.4 GOP/s against fp32's 39-71 GFLOP/s
+    with pytest.raises(InvalidRequestError, match="AVX512-VNNI or AMX"):
+        resolve_dtype("int8", CPU)
+
+
+@pytest.mark.parametrize("flag", ["_is_vnni_supported", "_is_amx_tile_supported"])
+def test_int8_runs_on_cpus_with_vnni_or_amx(monkeypatch: pytest.MonkeyPatch, flag: str) -> None:
+    cpu_features(monkeypatch, **{flag: True})
+    assert resolve_dtype("int8", CPU) == torch.int8
+
+
+def test_auto_is_bf16_only_where_bf16_is_native(monkeypatch: pytest.MonkeyPatch) -> None:
+    cpu_features(monkeypatch, _is_avx512_bf16_supported=True)
+    assert resolve_dtype("auto", CPU) == torch.bfloat16
+    cpu_features(monkeypatch)
+    assert resolve_dtype("auto", CPU) == torch.float32
+    assert not torch_backend.cpu_has_fast_int8()
+
+
+def test_float16_on_cpu_and_int8_on_cuda_are_refused() -> None:
+    with pytest.raises(InvalidRequestError, match="float16 is for CUDA"):
+        resolve_dtype("float16", CPU)
+    with pytest.raises(InvalidRequestError, match="CPU only"):
+        resolve_dtype("int8", torch.device("cuda"))
