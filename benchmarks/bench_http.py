@@ -46,6 +46,7 @@ sys.path.insert(0, str(REPO / "src"))
 
 from embedserve.engine.backends import create_backend  # noqa: E402
 from embedserve.engine.bert import BertEncoder, init_dummy_weights  # noqa: E402
+from embedserve.engine.engine import CUDA_BATCH_TOKENS  # noqa: E402
 from embedserve.engine.loading import BertConfig, load_model  # noqa: E402
 from embedserve.engine.scheduler import pad_batch  # noqa: E402
 from embedserve.engine.tokenizer import WordPieceTokenizer  # noqa: E402
@@ -111,7 +112,7 @@ def matmul_ceiling(dtype: str, threads: int, device: str) -> float:
     torch.set_num_threads(threads)
     m, k, n = 2048, 1024, 4096
     if device == "cuda":
-        m = 16384  # the CUDA token budget: a GPU needs big products to near its peak
+        m = CUDA_BATCH_TOKENS  # a GPU needs big products to near its peak
         a, b = (torch.randn(m, k, dtype=getattr(torch, dtype), device="cuda"),
                 torch.randn(k, n, dtype=getattr(torch, dtype), device="cuda"))  # fmt: skip
 
@@ -170,7 +171,8 @@ class Server:
         cmd = [sys.executable, "-m", "embedserve", "serve", "--model", str(model_dir), "--served-model-name",
                "bench", "--no-auth", "--host", "127.0.0.1", "--port", str(self.port), "--backend", backend,
                "--dtype", dtype, "--log-level", "warning", *extra]  # fmt: skip
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")])}
+        paths = [str(REPO / "src"), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
         self.log = log_path.open("wb")
         self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, env=env)
         deadline = time.monotonic() + 900
@@ -338,7 +340,11 @@ def main() -> None:
     for spec in args.engines.split(","):
         backend, dtype = spec.split(":")
         extra = ["--device", device, *args.server_arg]
-        server = Server(model_dir, backend, dtype, work / f"server-{backend}-{dtype}.log", extra)
+        try:
+            server = Server(model_dir, backend, dtype, work / f"server-{backend}-{dtype}.log", extra)
+        except RuntimeError as exc:  # e.g. int8 refused on this CPU: report it and go on with the other engines
+            print(f"\n## {spec}: the server did not start, skipped\n{str(exc).strip()[-400:]}")
+            continue
         try:
             info = server.info()
             eng_backend, eng_dtype = info["backend"], info["dtype"]

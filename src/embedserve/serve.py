@@ -59,7 +59,7 @@ async def run_server(settings: Settings) -> int:
     try:
         await engine.start()
     except EmbedServeError as exc:
-        print(f"embedserve: could not load the model: {exc.message}", file=sys.stderr)
+        print(f"embedserve: could not start the engine: {exc.message}", file=sys.stderr)
         return 2
     app = create_app(settings, engine=engine, metrics=metrics)
     config = uvicorn.Config(

@@ -183,3 +183,21 @@ async def test_the_idle_hook_runs_on_the_inference_thread_once_the_queue_stays_e
     assert len(backend.batches) == 4
     assert [n for n, _ in calls] == [4]  # not between batches while work was waiting
     assert calls[0][1].startswith("embedserve-inference")
+
+
+@pytest.mark.parametrize(("free_padding_tokens", "expected"), [(512, [[400], [12, 200]]), (4096, [[12, 200, 400]])])
+async def test_the_scheduler_passes_its_free_padding_size_to_batching(
+    free_padding_tokens: int, expected: list[list[int]]
+) -> None:
+    # 400 with 12 and 200 pads to 1200 (2x the real tokens): a CPU's 512 keeps 400 apart (12 + 200 pad to 400, under
+    # 512), a GPU's 4096 lets all three share one pass
+    backend = RecordingBackend()
+    backend.gate.clear()  # queue all three before the first batch forms
+    sched = make(backend, max_batch_tokens=16384, max_batch_size=256, free_padding_tokens=free_padding_tokens)
+    sched.start()
+    futures = sched.submit([enc(400), enc(12), enc(200)])
+    await asyncio.sleep(0.05)
+    backend.gate.set()
+    await asyncio.gather(*futures)
+    assert sorted(sorted(b) for b in backend.batches) == sorted(expected)
+    await sched.stop()

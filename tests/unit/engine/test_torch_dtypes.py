@@ -5,15 +5,22 @@ from __future__ import annotations
 import pytest
 import torch
 
-from embedserve.engine.backends import torch as torch_backend
 from embedserve.engine.backends.torch import resolve_dtype
 from embedserve.errors import InvalidRequestError
 
 CPU = torch.device("cpu")
 
 
+PROBES = ("_is_vnni_supported", "_is_amx_tile_supported", "_is_avx512_bf16_supported")
+
+
+def test_the_cpu_probes_exist_in_this_torch() -> None:
+    # A renamed probe would make the backend treat every CPU as lacking the feature.
+    assert all(callable(getattr(torch.cpu, probe, None)) for probe in PROBES)
+
+
 def cpu_features(monkeypatch: pytest.MonkeyPatch, **flags: bool) -> None:
-    for name in ("_is_vnni_supported", "_is_amx_tile_supported", "_is_avx512_bf16_supported"):
+    for name in PROBES:
         value = flags.get(name, False)
         monkeypatch.setattr(torch.cpu, name, lambda value=value: value, raising=False)
 
@@ -35,7 +42,6 @@ def test_auto_is_bf16_only_where_bf16_is_native(monkeypatch: pytest.MonkeyPatch)
     assert resolve_dtype("auto", CPU) == torch.bfloat16
     cpu_features(monkeypatch)
     assert resolve_dtype("auto", CPU) == torch.float32
-    assert not torch_backend.cpu_has_fast_int8()
 
 
 def test_float16_on_cpu_and_int8_on_cuda_are_refused() -> None:

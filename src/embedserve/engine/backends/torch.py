@@ -180,7 +180,9 @@ CUDA_SDPA_BACKENDS = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION
 each new (batch, seq) shape: on an H200 (bge-large fp16) a batch of a shape not seen before took 125-154 ms against
 9.5-11.4 ms again, so the mixed-length HTTP workload ran at 52k tokens/s. CUTLASS's memory-efficient kernel has no
 such cost (17.3 ms new, 13.5 again) and took it to 154k tokens/s; steady 512-token batches are ~19% slower with it
-(528k against 650k tokens/s), small batches no slower (launch-bound either way). README, "GPU"."""
+(528k against 650k tokens/s); warmed small batches 0.9-1.2x (32x12 tokens 11.1 vs 9.8 ms, 8x128 7.8 vs 9.2 ms),
+launch-bound either way. Measured with torch 2.11 (the GPU machine's). Flash never runs here (the padding mask rules
+it out). ``sdpa_kernel`` sets process-wide flags: fine with the engine's one inference thread."""
 
 
 class TorchBackend:
