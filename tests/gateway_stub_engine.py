@@ -28,7 +28,7 @@ class StubEngine:
         self.info = ModelInfo(
             name=name, source=str(REFERENCE_DIR), dim=1024, max_tokens=512, vocab_size=30522, pooling="cls",
             normalize=True, backend="stub", dtype="float32", device="cpu", cls_token_id=101, sep_token_id=102,
-            pad_token_id=0, max_batch_tokens=4096,
+            pad_token_id=0, max_batch_tokens=4096, free_padding_tokens=512,
         )  # fmt: skip
 
     async def start(self) -> None:

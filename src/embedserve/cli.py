@@ -30,8 +30,8 @@ _ENGINE_FLAGS: dict[str, dict[str, Any]] = {
     },
     "--dtype": {
         "choices": ["auto", "float32", "bfloat16", "float16", "int8"],
-        "help": "auto: bfloat16 on CPUs with native bf16, else float32; float16 on CUDA. int8 is opt-in "
-        "(below the 0.999 parity gate; see README)",
+        "help": "auto: bfloat16 on CPUs with native bf16, else float32; float16 on CUDA. int8 is opt-in, "
+        "on CPUs with AVX512-VNNI or AMX (see README)",
     },
     "--device": {"help": "auto, cpu, cuda, cuda:N"},
     "--threads": {"type": int, "help": "intra-op threads for inference (default: all available cores)"},
@@ -39,6 +39,10 @@ _ENGINE_FLAGS: dict[str, dict[str, Any]] = {
     "--max-padding-ratio": {
         "type": float,
         "help": "stop growing a batch when its padding would exceed this fraction of its real tokens (default 0.25)",
+    },
+    "--free-padding-tokens": {
+        "type": int,
+        "help": "a batch under this many padded tokens may pad freely (default 512 on CPU, 4096 on CUDA)",
     },
     "--max-batch-size": {"type": int},
     "--max-queued-tokens": {"type": int, "help": "queue bound; past it requests get 503 with Retry-After"},

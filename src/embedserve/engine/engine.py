@@ -100,6 +100,11 @@ class Engine:
             sep_token_id=tokenizer.sep_id,
             pad_token_id=tokenizer.pad_id,
             max_batch_tokens=self.settings.max_batch_tokens or default_batch_tokens(backend.device),
+            free_padding_tokens=(
+                self.settings.free_padding_tokens
+                if self.settings.free_padding_tokens is not None
+                else default_free_padding_tokens(backend.device)
+            ),
         )
 
     async def start(self) -> None:
@@ -115,7 +120,7 @@ class Engine:
                 pad_id=self._tokenizer.pad_id,
                 max_batch_tokens=self.info.max_batch_tokens,
                 max_padding_ratio=self.settings.max_padding_ratio,
-                free_padding_tokens=default_free_padding_tokens(self.info.device),
+                free_padding_tokens=self.info.free_padding_tokens,
                 max_batch_size=self.settings.max_batch_size,
                 max_queued_tokens=self.settings.max_queued_tokens,
                 on_idle=release_free_memory,

@@ -26,6 +26,7 @@ class ModelInfo:
     sep_token_id: int
     pad_token_id: int
     max_batch_tokens: int  # the padded-token budget per forward pass in effect (auto resolved by device)
+    free_padding_tokens: int  # below this padded size a batch may pad freely (auto resolved by device)
 
 
 @dataclass(frozen=True, slots=True)

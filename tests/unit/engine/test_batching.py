@@ -6,8 +6,7 @@ import random
 
 import pytest
 
-from embedserve.engine.batching import SMALL_BATCH_TOKENS, padded_cost, plan_batch
-from embedserve.engine.engine import default_free_padding_tokens
+from embedserve.engine.batching import padded_cost, plan_batch
 
 
 @pytest.mark.parametrize("seed", range(20))
@@ -60,7 +59,3 @@ def test_a_gpu_pads_freely_up_to_its_launch_bound_size() -> None:
     assert sorted(plan_batch(lengths, oldest=0, max_tokens=16384, max_size=256)) == [0]
     gpu = plan_batch(lengths, oldest=0, max_tokens=16384, max_size=256, free_padding_tokens=4096)
     assert sorted(gpu) == [0, 1, 2]
-
-
-def test_the_engine_pads_freely_further_on_cuda_than_on_cpu() -> None:
-    assert default_free_padding_tokens("cuda:0") > default_free_padding_tokens("cpu") == SMALL_BATCH_TOKENS
