@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import weakref
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import numpy.typing as npt
@@ -61,6 +63,9 @@ class Engine:
         self._tokenizer: WordPieceTokenizer | None = None
         self._scheduler: Scheduler | None = None
         self._info: ModelInfo | None = None
+        # The one inference thread, kept for the engine's lifetime: the model is built on it, and a restarted engine
+        # (each embed_texts call starts and stops it) must run on that same thread (see inference_executor).
+        self._executor: ThreadPoolExecutor | None = None
 
     @property
     def info(self) -> ModelInfo:
@@ -111,7 +116,10 @@ class Engine:
         """Load the model and backend (off the event loop), start the scheduler, run one warm-up pass."""
         if self._scheduler is not None:
             return
-        executor = inference_executor()
+        if self._executor is None:
+            self._executor = executor = inference_executor()
+            weakref.finalize(self, executor.shutdown, wait=False)
+        executor = self._executor
         try:
             if self._info is None:  # on the inference thread itself: see inference_executor
                 await asyncio.get_running_loop().run_in_executor(executor, self._load)
@@ -127,7 +135,9 @@ class Engine:
             )
             self._scheduler = Scheduler(self._backend, config, on_batch=self._on_batch, executor=executor)
         except BaseException:
-            executor.shutdown(wait=False)
+            if self._info is None:  # nothing was built on it: let it go
+                executor.shutdown(wait=False)
+                self._executor = None
             raise
         self._scheduler.start()
         await self.ready()

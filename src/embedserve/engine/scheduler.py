@@ -81,7 +81,7 @@ class Scheduler:
         executor: ThreadPoolExecutor | None = None,
     ) -> None:
         """``executor``: the one-thread pool to run the backend on (the engine passes the thread it loaded the model
-        on); the scheduler owns it either way and shuts it down in ``stop``."""
+        on, and keeps it); without one the scheduler makes its own and shuts it down in ``stop``."""
         self._backend = backend
         self._cfg = config
         self._on_batch = on_batch
@@ -90,6 +90,7 @@ class Scheduler:
         self._wakeup = asyncio.Event()
         self._slots = asyncio.Semaphore(config.in_flight)
         self._inflight: set[asyncio.Future[None]] = set()
+        self._owns_executor = executor is None
         self._executor = executor or inference_executor()
         self._task: asyncio.Task[None] | None = None
         self._accepting = False
@@ -228,7 +229,8 @@ class Scheduler:
         if self._task is not None:
             self._task.cancel()
             self._task = None
-        self._executor.shutdown(wait=True, cancel_futures=True)
+        if self._owns_executor:
+            self._executor.shutdown(wait=True, cancel_futures=True)
 
 
 def inference_executor() -> ThreadPoolExecutor:

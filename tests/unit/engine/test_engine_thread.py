@@ -27,12 +27,11 @@ class ThreadRecordingBackend:
 
     def __init__(self, dim: int) -> None:
         self.dim = dim
-        self.built_on = threading.get_ident()
-        self.built_on_name = threading.current_thread().name
-        self.ran_on: set[int] = set()
+        self.built_on = threading.current_thread()  # the Thread object: a new thread can reuse an old one's ident
+        self.ran_on: set[threading.Thread] = set()
 
     def forward(self, ids: npt.NDArray[np.int64], mask: npt.NDArray[np.int64]) -> npt.NDArray[np.float32]:
-        self.ran_on.add(threading.get_ident())
+        self.ran_on.add(threading.current_thread())
         out = np.ones((ids.shape[0], self.dim), dtype=np.float32)
         return out / np.sqrt(self.dim)
 
@@ -55,5 +54,8 @@ def test_the_backend_is_built_on_the_inference_thread_that_runs_it(
 
     assert vectors.shape == (2, 1024)
     backend = built[0]
-    assert backend.built_on_name.startswith("embedserve-inference")
+    assert backend.built_on.name.startswith("embedserve-inference")
     assert backend.ran_on == {backend.built_on}  # the very thread, not just one of the same name
+
+    engine.embed_texts(["Each call starts and stops the engine."])  # a restart keeps the model's thread
+    assert len(built) == 1 and backend.ran_on == {backend.built_on}
