@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import numpy.typing as npt
 
-from embedserve.engine.backends import create_backend
+from embedserve.engine.backends import check_settings, create_backend
 from embedserve.engine.backends.base import Backend
 from embedserve.engine.batching import SMALL_BATCH_TOKENS
 from embedserve.engine.loading import LoadedModel, load_model
@@ -86,6 +86,8 @@ class Engine:
         return self._scheduler.queued_tokens if self._scheduler else 0
 
     def _load(self) -> None:
+        if self._backend is None:
+            check_settings(self.settings)  # a dtype this machine cannot run fails before a model is fetched
         model = load_model(self.settings)
         tokenizer = WordPieceTokenizer(model.tokenizer_path, vocab_size=model.config.vocab_size)
         backend = self._backend or create_backend(model, self.settings)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
+from embedserve.engine import Engine, EngineSettings
 from embedserve.engine.backends.torch import resolve_dtype
 from embedserve.errors import InvalidRequestError
 
@@ -49,3 +52,10 @@ def test_float16_on_cpu_and_int8_on_cuda_are_refused() -> None:
         resolve_dtype("float16", CPU)
     with pytest.raises(InvalidRequestError, match="CPU only"):
         resolve_dtype("int8", torch.device("cuda"))
+
+
+def test_the_engine_refuses_int8_before_it_looks_for_the_model(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    cpu_features(monkeypatch)
+    engine = Engine(EngineSettings(model=str(tmp_path / "not-downloaded-yet"), dtype="int8"))
+    with pytest.raises(InvalidRequestError, match="AVX512-VNNI or AMX"):  # not "model not found": nothing fetched
+        engine.embed_texts(["a"])

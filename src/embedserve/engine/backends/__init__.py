@@ -34,9 +34,21 @@ def resolve_backend_name(settings: EngineSettings) -> str:
     return "torch" if settings.backend == "auto" else settings.backend
 
 
-def create_backend(model: LoadedModel, settings: EngineSettings) -> Backend:
+def check_settings(settings: EngineSettings) -> None:
+    """Refuse a backend, dtype or device this machine cannot run before any model is loaded (or downloaded)."""
     name = resolve_backend_name(settings)
-    factory = BACKENDS.get(name)
-    if factory is None:
+    if name not in BACKENDS:
         raise InvalidRequestError(f"Unknown backend {name!r}; available: {', '.join(sorted(BACKENDS))}.")
-    return factory(model, settings)
+    if name == "torch":
+        from embedserve.engine.backends.torch import resolve_device, resolve_dtype
+
+        resolve_dtype(settings.dtype, resolve_device(settings.device))
+    elif name == "onnx":
+        from embedserve.engine.backends.onnx import resolve_providers, resolve_variant
+
+        resolve_providers(settings.device, resolve_variant(settings.dtype))
+
+
+def create_backend(model: LoadedModel, settings: EngineSettings) -> Backend:
+    check_settings(settings)
+    return BACKENDS[resolve_backend_name(settings)](model, settings)
