@@ -45,6 +45,7 @@ REPLICA = REPO.parent / "shared" / "reference" / "bge-large-en-v1.5"
 sys.path.insert(0, str(REPO / "src"))
 
 from embedserve.engine.backends import create_backend  # noqa: E402
+from embedserve.engine.backends.torch import cpu_has_fast_int8  # noqa: E402
 from embedserve.engine.bert import BertEncoder, init_dummy_weights  # noqa: E402
 from embedserve.engine.engine import CUDA_BATCH_TOKENS  # noqa: E402
 from embedserve.engine.loading import BertConfig, load_model  # noqa: E402
@@ -120,6 +121,8 @@ def matmul_ceiling(dtype: str, threads: int, device: str) -> float:
             out = a @ b
             torch.cuda.synchronize()
             return out
+    elif dtype == "int8" and not cpu_has_fast_int8():
+        return float("nan")  # torch._int_mm is a plain loop here (~1 GOP/s): no ceiling for ONNX Runtime's kernels
     elif dtype == "int8":
         a = torch.randint(-127, 127, (m, k), dtype=torch.int8)
         b = torch.randint(-127, 127, (k, n), dtype=torch.int8)
