@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import math
 import shutil
 import sys
@@ -36,23 +35,15 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_http import REPLICA, REPO, Workload, workloads, write_replica
+from bench_http import REPLICA, REPO, Workload, backend_for, replica_tokenizer, workloads, write_replica
 
 sys.path.insert(0, str(REPO / "src"))
 
 from embedserve.engine import Engine, EngineSettings
-from embedserve.engine.backends import create_backend
 from embedserve.engine.backends.base import Backend
 from embedserve.engine.engine import default_batch_tokens
-from embedserve.engine.loading import load_model
 from embedserve.engine.scheduler import pad_batch
-from embedserve.engine.tokenizer import WordPieceTokenizer
 from embedserve.engine.types import Encoding
-
-
-def replica_tokenizer(model_dir: Path) -> WordPieceTokenizer:
-    vocab = json.loads((model_dir / "config.json").read_text())["vocab_size"]
-    return WordPieceTokenizer(model_dir / "tokenizer.json", vocab_size=vocab)
 
 
 def rate(work: Callable[[], int], seconds: float) -> float:
@@ -65,11 +56,6 @@ def rate(work: Callable[[], int], seconds: float) -> float:
     return done / (time.perf_counter() - start)
 
 
-def backend_for(model_dir: Path, device: str, dtype: str) -> Backend:
-    settings = EngineSettings(model=str(model_dir), device=device, dtype=dtype)  # type: ignore[arg-type]
-    return create_backend(load_model(settings), settings)
-
-
 def fixed_shapes(model_dir: Path, device: str, dtypes: list[str], seconds: float) -> None:
     print("\n## backend tokens/s, fixed shapes (all tokens real)")
     shapes = [(32, 256), (128, 32), (128, 128), (128, 512), (512, 32)]
@@ -77,7 +63,7 @@ def fixed_shapes(model_dir: Path, device: str, dtypes: list[str], seconds: float
     print("|---" * (len(shapes) + 1) + "|")
     rng = np.random.default_rng(0)
     for dtype in dtypes:
-        backend = backend_for(model_dir, device, dtype)
+        backend = backend_for(model_dir, "auto", dtype, device)
         cells = []
         for seq, batch in shapes:
             ids = rng.integers(1000, 20000, size=(batch, seq), dtype=np.int64)
@@ -103,7 +89,7 @@ def sorted_batches(encodings: list[Encoding], budget: int, pad_id: int) -> list[
 
 
 def packing(model_dir: Path, device: str, dtype: str, loads: list[Workload], seconds: float) -> None:
-    backend = backend_for(model_dir, device, dtype)
+    backend = backend_for(model_dir, "auto", dtype, device)
     encoder = backend.encoder  # type: ignore[attr-defined]
     tok = replica_tokenizer(model_dir)
     budget = default_batch_tokens(backend.device)
@@ -151,7 +137,7 @@ def shape_churn(model_dir: Path, device: str, dtype: str, batches_per_variant: i
 
     from embedserve.engine.backends.torch import CUDA_SDPA_BACKENDS
 
-    backend = backend_for(model_dir, device, dtype)
+    backend = backend_for(model_dir, "auto", dtype, device)
     rng = np.random.default_rng(1)
     seen: set[tuple[int, int]] = set()
 

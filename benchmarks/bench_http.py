@@ -45,6 +45,7 @@ REPLICA = REPO.parent / "shared" / "reference" / "bge-large-en-v1.5"
 sys.path.insert(0, str(REPO / "src"))
 
 from embedserve.engine.backends import create_backend  # noqa: E402
+from embedserve.engine.backends.base import Backend  # noqa: E402
 from embedserve.engine.backends.torch import cpu_has_fast_int8  # noqa: E402
 from embedserve.engine.bert import BertEncoder, init_dummy_weights  # noqa: E402
 from embedserve.engine.engine import CUDA_BATCH_TOKENS  # noqa: E402
@@ -248,15 +249,24 @@ def baseline(model_dir: Path, loads: list[Workload], threads: int, device: str) 
     return out
 
 
+def replica_tokenizer(model_dir: Path) -> WordPieceTokenizer:
+    config = BertConfig.from_dict(json.loads((model_dir / "config.json").read_text()))
+    return WordPieceTokenizer(model_dir / "tokenizer.json", vocab_size=config.vocab_size)
+
+
+def backend_for(model_dir: Path, backend: str, dtype: str, device: str) -> Backend:
+    """The engine's backend for ``model_dir``, built in this process (a library call, no HTTP)."""
+    settings = EngineSettings(model=str(model_dir), backend=backend, dtype=dtype, device=device)  # type: ignore[arg-type]
+    return create_backend(load_model(settings), settings)
+
+
 def library_figures(
     model_dir: Path, backend: str, dtype: str, device: str, text: str, loads: list[Workload], reps: int
 ) -> tuple[float, dict[str, float]]:
     """In-process, no HTTP, same backend and dtype: p50 ms of one forward pass of ``text`` alone (the floor for one
     request), and tokens/s per workload as length-sorted batches of the workload's request size (the library call)."""
-    settings = EngineSettings(model=str(model_dir), backend=backend, dtype=dtype, device=device)  # type: ignore[arg-type]
-    model = load_model(settings)
-    engine_backend = create_backend(model, settings)
-    tok = WordPieceTokenizer(model.tokenizer_path, vocab_size=model.config.vocab_size)
+    engine_backend = backend_for(model_dir, backend, dtype, device)
+    tok = replica_tokenizer(model_dir)
     ids, mask = pad_batch(tok.encode_texts([text], truncate=True, max_tokens=512), pad_id=tok.pad_id)
     for _ in range(5):
         engine_backend.forward(ids, mask)
@@ -327,7 +337,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="embedserve-bench-"))
     model_dir = write_replica(work / "replica", seed=args.seed, source=args.replica)
     config = BertConfig.from_dict(json.loads((model_dir / "config.json").read_text()))
-    tok = WordPieceTokenizer(model_dir / "tokenizer.json", vocab_size=config.vocab_size)
+    tok = replica_tokenizer(model_dir)
     loads = workloads(tok, args.scale, args.seed)
     mean_len = {w.name: float(np.mean([e.length for e in tok.encode_texts(w.texts, truncate=True, max_tokens=512)]))
                 for w in loads}  # fmt: skip

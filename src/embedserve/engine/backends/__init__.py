@@ -34,11 +34,18 @@ def resolve_backend_name(settings: EngineSettings) -> str:
     return "torch" if settings.backend == "auto" else settings.backend
 
 
-def check_settings(settings: EngineSettings) -> None:
-    """Refuse a backend, dtype or device this machine cannot run before any model is loaded (or downloaded)."""
-    name = resolve_backend_name(settings)
-    if name not in BACKENDS:
+def _factory(name: str) -> BackendFactory:
+    factory = BACKENDS.get(name)
+    if factory is None:
         raise InvalidRequestError(f"Unknown backend {name!r}; available: {', '.join(sorted(BACKENDS))}.")
+    return factory
+
+
+def check_settings(settings: EngineSettings) -> None:
+    """Refuse a backend, dtype or device this machine cannot run before any model is loaded (or downloaded). The
+    backends check the same when they are built; this only moves the refusal ahead of ``load_model``."""
+    name = resolve_backend_name(settings)
+    _factory(name)
     if name == "torch":
         from embedserve.engine.backends.torch import resolve_device, resolve_dtype
 
@@ -50,5 +57,4 @@ def check_settings(settings: EngineSettings) -> None:
 
 
 def create_backend(model: LoadedModel, settings: EngineSettings) -> Backend:
-    check_settings(settings)
-    return BACKENDS[resolve_backend_name(settings)](model, settings)
+    return _factory(resolve_backend_name(settings))(model, settings)

@@ -57,18 +57,19 @@ def cpu_has_bf16() -> bool:
     Cascade Lake Xeon (AVX-512 VNNI, no BF16) that emulation measured 231 ms for a 13-token bge-large forward pass
     against 158 ms in fp32, so only the instruction sets count.
     """
-    cpu = torch.cpu
-    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
-    return any(bool(getattr(cpu, probe, lambda: False)()) for probe in probes)
+    return _cpu_has("_is_avx512_bf16_supported", "_is_amx_tile_supported")
 
 
 def cpu_has_fast_int8() -> bool:
     """AVX512-VNNI or AMX: there torch's int8 matmul (``torch._int_mm``) has oneDNN kernels. Without them it falls
     back to a plain loop: on an AMD EPYC with AVX2 only it measured 0.5-2.4 GOP/s against 39-71 GFLOP/s for fp32 on
     the same 2 cores, so an int8 model ran far slower than fp32."""
-    cpu = torch.cpu
-    probes = ("_is_vnni_supported", "_is_amx_tile_supported")
-    return any(bool(getattr(cpu, probe, lambda: False)()) for probe in probes)
+    return _cpu_has("_is_vnni_supported", "_is_amx_tile_supported")
+
+
+def _cpu_has(*probes: str) -> bool:
+    """Whether any of torch's ``torch.cpu._is_*_supported`` probes says yes (a probe this torch lacks says no)."""
+    return any(bool(getattr(torch.cpu, probe, lambda: False)()) for probe in probes)
 
 
 def resolve_dtype(requested: str, device: torch.device) -> torch.dtype:
