@@ -4,7 +4,14 @@ Stock dynamic quantisation uses one scale per activation tensor, which BERT's ou
 token row gets its own scale, every output channel of the weight its own, SmoothQuant-style per-input-channel factors
 (calibrated on a fixed set of sentences) move activation outliers into the weights before rounding, and the few input
 channels that stay largest after smoothing are taken out of the int8 product and computed in fp32 (LLM.int8()'s
-decomposition, with the channels fixed at calibration). The matmul is ``torch._int_mm`` (int8 x int8 -> int32).
+decomposition, with the channels fixed at calibration).
+
+The matmul is oneDNN's int8 linear (``torch.ops.onednn.qlinear_pointwise``) on weights packed once at load, which
+also applies the weight scales as it writes its fp32 output. It takes one activation scale per tensor, so the
+per-token scales are applied afterwards in the same pass that adds the bias; activations go in as uint8 with a zero
+point of 128 (symmetric values shifted by 128), the form whose kernels use VNNI/AMX (signed int8 activations fell
+back to oneDNN's reference kernel: 95 s for one 2048x1024x4096 product). Against ``torch._int_mm`` plus separate
+dequantisation ops this measured 29.3 -> 24.6 ms for 2048 rows and 0.38 -> 0.23 ms for 16 (1024 -> 4096, Zen 4).
 """
 
 from __future__ import annotations
@@ -17,10 +24,29 @@ from torch import nn
 _QMAX = 127.0
 
 
+_ZERO_POINT = 128
+_ONE = torch.ones(())
+_ZERO_POINT_T = torch.full((), _ZERO_POINT, dtype=torch.int64)
+
+
 def _quantize_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Symmetric per-row int8: ``x ~= q * scale`` with ``scale`` of shape ``(rows, 1)``."""
     scale = x.abs().amax(dim=1, keepdim=True).clamp(min=1e-8) / _QMAX
     return torch.round(x / scale).clamp(-_QMAX, _QMAX).to(torch.int8), scale
+
+
+def _quantize_rows_shifted(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``_quantize_rows`` stored as uint8 ``q + 128`` (values 1..255): the same numbers, in the form oneDNN's fast
+    int8 kernels take (with a zero point of 128). ``|x| * 127 / max|x|`` never rounds past 127, so no clamp."""
+    amax = x.abs().amax(dim=1, keepdim=True).clamp_(min=1e-8)
+    q = (x * (_QMAX / amax)).round_().add_(_ZERO_POINT).to(torch.uint8)
+    return q, amax / _QMAX
+
+
+def int8_linear_available() -> bool:
+    """Whether this torch has oneDNN's int8 linear (x86 builds with oneDNN do)."""
+    mkldnn = torch.backends.mkldnn.is_available()  # type: ignore[no-untyped-call]
+    return bool(mkldnn) and hasattr(torch.ops.onednn, "qlinear_pointwise")
 
 
 class Int8Linear(nn.Module):
@@ -30,8 +56,9 @@ class Int8Linear(nn.Module):
     channels computed in fp32 instead: they are zeroed before the per-token scale is taken, so they no longer set it.
     """
 
-    weight_t: torch.Tensor
+    packed_weight: torch.Tensor
     weight_scale: torch.Tensor
+    weight_zero_point: torch.Tensor
     bias: torch.Tensor
     act_factor: torch.Tensor | None
     outliers: torch.Tensor | None
@@ -54,8 +81,9 @@ class Int8Linear(nn.Module):
             self.outliers = self.outlier_weight_t = None
         self.register_buffer("act_factor", factor)
         q, scale = _quantize_rows(weight)
-        self.register_buffer("weight_t", q.t())  # (in, out): the layout _int_mm's second operand wants
-        self.register_buffer("weight_scale", scale.t().contiguous())  # (1, out)
+        self.register_buffer("packed_weight", torch.ops.onednn.qlinear_prepack(q, None))  # oneDNN's blocked layout
+        self.register_buffer("weight_scale", scale.squeeze(1).contiguous())  # (out,)
+        self.register_buffer("weight_zero_point", torch.zeros(q.shape[0], dtype=torch.int64))
         bias = linear.bias.detach().float() if linear.bias is not None else torch.zeros(weight.shape[0])
         self.register_buffer("bias", bias)
         self.in_features = linear.in_features
@@ -69,9 +97,12 @@ class Int8Linear(nn.Module):
             bias = torch.addmm(bias, rows[:, self.outliers], self.outlier_weight_t)
         if self.act_factor is not None:
             rows = rows * self.act_factor  # smoothing, and the outlier channels zeroed
-        q, scale = _quantize_rows(rows)
-        acc = torch._int_mm(q, self.weight_t)  # CPU: any row count (CUDA would want more than 16)
-        out = torch.addcmul(bias, acc.float(), scale * self.weight_scale)
+        q, scale = _quantize_rows_shifted(rows)
+        out = torch.ops.onednn.qlinear_pointwise.tensor(
+            q, _ONE, _ZERO_POINT_T, self.packed_weight, self.weight_scale, self.weight_zero_point,
+            None, 1.0, 0, torch.float32, "none", [], "",
+        )  # fmt: skip
+        out = torch.addcmul(bias, out, scale, out=out)  # the per-token scales, and the bias, in one pass
         return out.reshape(*shape[:-1], self.out_features).to(x.dtype)
 
 

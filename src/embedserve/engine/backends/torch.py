@@ -28,6 +28,7 @@ from embedserve.engine.quant import (
     CALIBRATION_TEXTS,
     BF16Linear,
     activation_maxima,
+    int8_linear_available,
     is_ffn_output,
     quantize_linears,
     replace_linears,
@@ -61,10 +62,10 @@ def cpu_has_bf16() -> bool:
 
 
 def cpu_has_fast_int8() -> bool:
-    """AVX512-VNNI or AMX: there torch's int8 matmul (``torch._int_mm``) has oneDNN kernels. Without them it falls
-    back to a plain loop: on an AMD EPYC with AVX2 only it measured 0.5-2.4 GOP/s against 39-71 GFLOP/s for fp32 on
-    the same 2 cores, so an int8 model ran far slower than fp32."""
-    return _cpu_has("_is_vnni_supported", "_is_amx_tile_supported")
+    """AVX512-VNNI or AMX, and oneDNN's int8 linear in this torch: there int8 matmuls have fast kernels. Without them
+    torch's int8 matmul (``torch._int_mm``) falls back to a plain loop: on an AMD EPYC with AVX2 only it measured
+    0.5-2.4 GOP/s against 39-71 GFLOP/s for fp32 on the same 2 cores, so an int8 model ran far slower than fp32."""
+    return _cpu_has("_is_vnni_supported", "_is_amx_tile_supported") and int8_linear_available()
 
 
 def _cpu_has(*probes: str) -> bool:
