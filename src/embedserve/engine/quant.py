@@ -22,9 +22,7 @@ import torch
 from torch import nn
 
 _QMAX = 127.0
-
-
-_ZERO_POINT = 128
+_ZERO_POINT = 128  # uint8 activations carry the symmetric int8 value + 128
 _ONE = torch.ones(())
 _ZERO_POINT_T = torch.full((), _ZERO_POINT, dtype=torch.int64)
 
