@@ -5,6 +5,13 @@ MiB come from the heap arenas, and batches of varying shapes leave free but unre
 bge-large replica: +290 MiB over a 10-minute mixed-length soak. Fixing the threshold (``MALLOC_MMAP_THRESHOLD_``)
 kept RSS flat but cost ~20% throughput (every MiB-sized tensor became an mmap and page faults); ``malloc_trim`` when
 the queue runs dry costs nothing while the server is busy.
+
+The other half is the mmap threshold itself. Left dynamic, it never passes 32 MiB, and a forward pass allocates
+tensors of that size and more (a 2048-token batch's FFN activations are 32 MiB in fp32): each one is a fresh mmap,
+zero-filled page by page and unmapped when freed. Measured on the int8 replica, one medium run of six 16x128 batches
+took 3.5 million page faults. ``configure_allocator`` raises the mmap and trim thresholds once, so those blocks are
+reused from the heap (no page faults after the first batch), and the idle ``malloc_trim`` above still gives the heap
+back when the load stops. int8 medium texts on the inference thread: 547-579 -> 639-659 tokens/s.
 """
 
 from __future__ import annotations
@@ -12,22 +19,47 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import functools
+import os
 import sys
 from collections.abc import Callable
 
+# glibc's mallopt parameters (malloc.h) and the values set: blocks up to 1 GiB come from the heap, and the heap's free
+# top is kept up to 1 GiB while busy (the idle trim returns it).
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+HEAP_BLOCK_LIMIT = 1 << 30
+# The same knobs as environment variables: a user who set any of them keeps their own choice.
+_USER_MALLOC_ENV = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_", "GLIBC_TUNABLES")
+
 
 @functools.cache
-def _malloc_trim() -> Callable[[int], int] | None:
+def _glibc_function(name: str) -> Callable[..., int] | None:
     if not sys.platform.startswith("linux"):
         return None
-    name = ctypes.util.find_library("c")
+    lib = ctypes.util.find_library("c")
     try:
-        trim = ctypes.CDLL(name).malloc_trim if name else None
-    except (OSError, AttributeError):  # not glibc (musl has no malloc_trim)
+        return getattr(ctypes.CDLL(lib), name) if lib else None
+    except (OSError, AttributeError):  # not glibc (musl has no malloc_trim or mallopt)
         return None
+
+
+def _malloc_trim() -> Callable[[int], int] | None:
+    trim = _glibc_function("malloc_trim")
     if trim is not None:
-        trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
+        trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int  # type: ignore[attr-defined]
     return trim
+
+
+@functools.cache
+def configure_allocator() -> bool:
+    """Keep large freed blocks in the heap for reuse instead of unmapping them (see the module docstring). Once per
+    process; True if glibc took the settings. Skipped when the environment already sets glibc's malloc knobs."""
+    if any(name in os.environ for name in _USER_MALLOC_ENV):
+        return False
+    mallopt = _glibc_function("mallopt")
+    if mallopt is None:
+        return False
+    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int  # type: ignore[attr-defined]
+    return bool(mallopt(_M_MMAP_THRESHOLD, HEAP_BLOCK_LIMIT)) and bool(mallopt(_M_TRIM_THRESHOLD, HEAP_BLOCK_LIMIT))
 
 
 def release_free_memory() -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from embedserve.engine.backends.base import Backend, BackendFactory
 from embedserve.engine.loading import LoadedModel
+from embedserve.engine.memory import configure_allocator
 from embedserve.errors import InvalidRequestError
 from embedserve.settings import EngineSettings
 
@@ -57,4 +58,7 @@ def check_settings(settings: EngineSettings) -> None:
 
 
 def create_backend(model: LoadedModel, settings: EngineSettings) -> Backend:
+    """The backend the settings name. Also sets the process's allocator up for a forward pass's large, short-lived
+    tensors (``configure_allocator``): the server, the library and the benchmark's library call all get it here."""
+    configure_allocator()
     return _factory(resolve_backend_name(settings))(model, settings)
