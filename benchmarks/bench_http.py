@@ -13,7 +13,9 @@ weights). Workloads are fixed counts of texts built from a fixed seed:
 Each is sent through a bounded pool of concurrent clients (``--concurrency``) as ``/v1/embeddings`` requests in
 base64 (what the official SDKs send). Per workload the table gives tokens/s (prompt tokens the server reported / wall
 time), p50 and p99 request latency, the ratio to sentence-transformers ``encode`` (batch 32, fp32) on the same texts,
-and the fraction of the matmul ceiling (measured at start-up for the engine's dtype) that the tokens/s amount to.
+the ratio to the same engine called as a library in this process, and the fraction of the matmul ceiling (measured at
+start-up for the engine's dtype) that the tokens/s amount to. Each figure is the median of ``--repeat`` passes, and
+the HTTP and library passes alternate, so a noisy neighbour slows both alike.
 It also times one short request on an idle server against one bare forward pass of that text, and reports the
 server's peak RSS.
 """
@@ -229,8 +231,9 @@ async def drive(url: str, workload: Workload, concurrency: int) -> tuple[int, fl
         return tokens, time.perf_counter() - start, latencies
 
 
-def baseline(model_dir: Path, loads: list[Workload], threads: int, device: str) -> dict[str, float]:
-    """sentence-transformers ``encode`` fp32, batch 32: tokens/s per workload (tokens counted by our tokenizer)."""
+def baseline(model_dir: Path, loads: list[Workload], threads: int, device: str, repeat: int) -> dict[str, float]:
+    """sentence-transformers ``encode`` fp32, batch 32: tokens/s per workload (tokens counted by our tokenizer), the
+    median of ``repeat`` passes."""
     from sentence_transformers import SentenceTransformer
 
     torch.set_num_threads(threads)
@@ -240,9 +243,12 @@ def baseline(model_dir: Path, loads: list[Workload], threads: int, device: str) 
     out = {}
     for w in loads:
         tokens = sum(e.length for e in tok.encode_texts(w.texts, truncate=True, max_tokens=512))
-        start = time.perf_counter()
-        st.encode(w.texts, batch_size=32)
-        out[w.name] = tokens / (time.perf_counter() - start)
+        runs = []
+        for _ in range(repeat):
+            start = time.perf_counter()
+            st.encode(w.texts, batch_size=32)
+            runs.append(tokens / (time.perf_counter() - start))
+        out[w.name] = statistics.median(runs)
     del st
     if device == "cuda":
         torch.cuda.empty_cache()
@@ -260,13 +266,8 @@ def backend_for(model_dir: Path, backend: str, dtype: str, device: str) -> Backe
     return create_backend(load_model(settings), settings)
 
 
-def library_figures(
-    model_dir: Path, backend: str, dtype: str, device: str, text: str, loads: list[Workload], reps: int
-) -> tuple[float, dict[str, float]]:
-    """In-process, no HTTP, same backend and dtype: p50 ms of one forward pass of ``text`` alone (the floor for one
-    request), and tokens/s per workload as length-sorted batches of the workload's request size (the library call)."""
-    engine_backend = backend_for(model_dir, backend, dtype, device)
-    tok = replica_tokenizer(model_dir)
+def bare_forward_ms(engine_backend: Backend, tok: WordPieceTokenizer, text: str, reps: int) -> float:
+    """p50 ms of one forward pass of ``text`` alone, in-process (the floor for one request)."""
     ids, mask = pad_batch(tok.encode_texts([text], truncate=True, max_tokens=512), pad_id=tok.pad_id)
     for _ in range(5):
         engine_backend.forward(ids, mask)
@@ -275,18 +276,19 @@ def library_figures(
         t0 = time.perf_counter()
         engine_backend.forward(ids, mask)
         times.append(time.perf_counter() - t0)
-    library = {}
-    for w in loads:
-        encodings = sorted(tok.encode_texts(w.texts, truncate=True, max_tokens=512), key=lambda e: e.length)
-        batches = [pad_batch(encodings[i : i + w.per_request], pad_id=tok.pad_id)
-                   for i in range(0, len(encodings), w.per_request)]  # fmt: skip
-        engine_backend.forward(*batches[0])
-        start = time.perf_counter()
-        for batch_ids, batch_mask in batches:
-            engine_backend.forward(batch_ids, batch_mask)
-        library[w.name] = sum(e.length for e in encodings) / (time.perf_counter() - start)
-    engine_backend.close()
-    return statistics.median(times) * 1000, library
+    return statistics.median(times) * 1000
+
+
+def library_tokens_per_s(engine_backend: Backend, tok: WordPieceTokenizer, w: Workload) -> float:
+    """The library call: the workload as length-sorted batches of its request size, in-process, no HTTP."""
+    encodings = sorted(tok.encode_texts(w.texts, truncate=True, max_tokens=512), key=lambda e: e.length)
+    batches = [pad_batch(encodings[i : i + w.per_request], pad_id=tok.pad_id)
+               for i in range(0, len(encodings), w.per_request)]  # fmt: skip
+    engine_backend.forward(*batches[0])
+    start = time.perf_counter()
+    for batch_ids, batch_mask in batches:
+        engine_backend.forward(batch_ids, batch_mask)
+    return sum(e.length for e in encodings) / (time.perf_counter() - start)
 
 
 def single_request_ms(url: str, text: str, reps: int) -> float:
@@ -322,6 +324,7 @@ def main() -> None:
     parser.add_argument("--scale", type=float, default=1.0, help="multiply every workload's text count")
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--repeat", type=int, default=3, help="passes per workload (HTTP, library, baseline): medians")
     parser.add_argument("--soak", type=float, default=0, help="seconds of mixed load on the first engine (RSS drift)")
     parser.add_argument("--no-baseline", action="store_true")
     parser.add_argument("--json", type=Path, help="also write the results here")
@@ -345,7 +348,7 @@ def main() -> None:
     print(f"# {where}, torch {torch.__version__}, replica at {model_dir}")
     print("# workloads: " + ", ".join(f"{w.name} {len(w.texts)} texts ~{mean_len[w.name]:.0f} tok" for w in loads))
 
-    base = {} if args.no_baseline else baseline(model_dir, loads, threads, device)
+    base = {} if args.no_baseline else baseline(model_dir, loads, threads, device, args.repeat)
     if base:
         print("# sentence-transformers fp32 tokens/s: " + ", ".join(f"{k} {v:.0f}" for k, v in base.items()))
 
@@ -363,12 +366,25 @@ def main() -> None:
             eng_backend, eng_dtype = info["backend"], info["dtype"]
             ceiling = matmul_ceiling(eng_dtype, threads, device)
             label = f"{eng_backend} {eng_dtype}"
-            rows = []
+            # The same engine as a library call in this process, built once the server is up (it idles while the
+            # library runs). HTTP and library passes alternate, so a noisy neighbour hits both alike; medians.
+            engine_backend = backend_for(model_dir, eng_backend, eng_dtype, device)
+            rows, library = [], {}
             for w in loads:
                 asyncio.run(drive(server.url, Workload(w.name, w.texts[: w.per_request * 2], w.per_request), 2))
-                tokens, seconds, lat = asyncio.run(drive(server.url, w, args.concurrency))
-                rows.append((w, tokens / seconds, np.percentile(lat, 50) * 1000, np.percentile(lat, 99) * 1000))
+                http_runs, lib_runs, lat = [], [], []
+                for _ in range(args.repeat):
+                    tokens, seconds, run_lat = asyncio.run(drive(server.url, w, args.concurrency))
+                    http_runs.append(tokens / seconds)
+                    lat += run_lat
+                    lib_runs.append(library_tokens_per_s(engine_backend, tok, w))
+                library[w.name] = statistics.median(lib_runs)
+                rows.append((w, statistics.median(http_runs), np.percentile(lat, 50) * 1000,
+                             np.percentile(lat, 99) * 1000))  # fmt: skip
             text = loads[0].texts[0]
+            bare = bare_forward_ms(engine_backend, tok, text, reps=30)
+            engine_backend.close()
+            del engine_backend
             http_ms = single_request_ms(server.url, text, reps=30)
             rss, peak = rss_mib(server.proc.pid)
             soak_result = None
@@ -376,7 +392,6 @@ def main() -> None:
                 soak_result = soak(server, loads, args.soak, args.concurrency)
         finally:
             server.stop()
-        bare, library = library_figures(model_dir, eng_backend, eng_dtype, device, text, loads, reps=30)
         print(f"\n## {label} (asked {spec}); matmul ceiling {ceiling:.0f} G(FL)OP/s")
         print("| workload | tokens/s (HTTP) | p50 ms | p99 ms | vs sentence-transformers | vs library call "
               "| of matmul ceiling |")  # fmt: skip
