@@ -1,10 +1,11 @@
-"""Give freed tensor memory back to the system when the engine goes idle, so a long-running server's RSS stays flat.
+"""The process's allocator for a forward pass's large, short-lived tensors: reuse them while busy, give the memory
+back to the system when the engine goes idle, so a long-running server is fast and its RSS stays flat.
 
 glibc raises its mmap threshold (up to 32 MiB) each time a large mmapped block is freed; after that, tensors of a few
 MiB come from the heap arenas, and batches of varying shapes leave free but unreturned holes there. Measured on the
-bge-large replica: +290 MiB over a 10-minute mixed-length soak. Fixing the threshold (``MALLOC_MMAP_THRESHOLD_``)
-kept RSS flat but cost ~20% throughput (every MiB-sized tensor became an mmap and page faults); ``malloc_trim`` when
-the queue runs dry costs nothing while the server is busy.
+bge-large replica: +290 MiB over a 10-minute mixed-length soak. Pinning the threshold low (``MALLOC_MMAP_THRESHOLD_``
+at a few MiB) kept RSS flat but cost ~20% throughput (every MiB-sized tensor became an mmap and page faults);
+``malloc_trim`` once the engine is idle costs nothing while the server is busy.
 
 The other half is the mmap threshold itself. Left dynamic, it never passes 32 MiB, and a forward pass allocates
 tensors of that size and more (a 2048-token batch's FFN activations are 32 MiB in fp32): each one is a fresh mmap,
