@@ -29,7 +29,7 @@ from collections.abc import Callable
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
 HEAP_BLOCK_LIMIT = 1 << 30
 # The same knobs as environment variables: a user who set any of them keeps their own choice.
-_USER_MALLOC_ENV = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_", "GLIBC_TUNABLES")
+USER_MALLOC_ENV = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_", "GLIBC_TUNABLES")
 
 
 @functools.cache
@@ -54,7 +54,7 @@ def _malloc_trim() -> Callable[[int], int] | None:
 def configure_allocator() -> bool:
     """Keep large freed blocks in the heap for reuse instead of unmapping them (see the module docstring). Once per
     process; True if glibc took the settings. Skipped when the environment already sets glibc's malloc knobs."""
-    if any(name in os.environ for name in _USER_MALLOC_ENV):
+    if any(name in os.environ for name in USER_MALLOC_ENV):
         return False
     mallopt = _glibc_function("mallopt")
     if mallopt is None:
