@@ -32,38 +32,39 @@ HEAP_BLOCK_LIMIT = 1 << 30
 USER_MALLOC_ENV = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_", "GLIBC_TUNABLES")
 
 
+def user_sets_malloc() -> bool:
+    """Whether the environment already sets glibc's malloc knobs (``USER_MALLOC_ENV``): then embedserve leaves them."""
+    return any(name in os.environ for name in USER_MALLOC_ENV)
+
+
 @functools.cache
-def _glibc_function(name: str) -> Callable[..., int] | None:
+def _glibc_function(name: str, *argtypes: type) -> Callable[..., int] | None:
+    """glibc's ``name`` with its C argument types (``int`` result), looked up once; None off glibc."""
     if not sys.platform.startswith("linux"):
         return None
     lib = ctypes.util.find_library("c")
     try:
-        return getattr(ctypes.CDLL(lib), name) if lib else None
+        function = getattr(ctypes.CDLL(lib), name) if lib else None
     except (OSError, AttributeError):  # not glibc (musl has no malloc_trim or mallopt)
         return None
-
-
-def _malloc_trim() -> Callable[[int], int] | None:
-    trim = _glibc_function("malloc_trim")
-    if trim is not None:
-        trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int  # type: ignore[attr-defined]
-    return trim
+    if function is not None:
+        function.argtypes, function.restype = list(argtypes), ctypes.c_int
+    return function
 
 
 @functools.cache
 def configure_allocator() -> bool:
     """Keep large freed blocks in the heap for reuse instead of unmapping them (see the module docstring). Once per
     process; True if glibc took the settings. Skipped when the environment already sets glibc's malloc knobs."""
-    if any(name in os.environ for name in USER_MALLOC_ENV):
+    if user_sets_malloc():
         return False
-    mallopt = _glibc_function("mallopt")
+    mallopt = _glibc_function("mallopt", ctypes.c_int, ctypes.c_int)
     if mallopt is None:
         return False
-    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int  # type: ignore[attr-defined]
     return bool(mallopt(_M_MMAP_THRESHOLD, HEAP_BLOCK_LIMIT)) and bool(mallopt(_M_TRIM_THRESHOLD, HEAP_BLOCK_LIMIT))
 
 
 def release_free_memory() -> bool:
     """Return free heap pages to the system (glibc ``malloc_trim(0)``). True if the C library did it."""
-    trim = _malloc_trim()
+    trim = _glibc_function("malloc_trim", ctypes.c_size_t)
     return bool(trim(0)) if trim is not None else False

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import sys
 
 import numpy as np
 import pytest
 
-from embedserve.engine.memory import USER_MALLOC_ENV, configure_allocator, release_free_memory
+from embedserve.engine.memory import configure_allocator, release_free_memory, user_sets_malloc
 
 
 def _rss_kib() -> int:
@@ -19,7 +18,7 @@ def _rss_kib() -> int:
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc_trim is a Linux matter")
 def test_released_heap_memory_leaves_the_resident_set() -> None:
     # Many 256 KiB blocks come from the heap (under the mmap threshold); freeing them leaves holes glibc keeps.
-    if any(name in os.environ for name in USER_MALLOC_ENV):
+    if user_sets_malloc():
         pytest.skip("the environment sets glibc's malloc knobs itself: the blocks may not come from the heap")
     blocks = [np.ones(64 * 1024, dtype=np.float32) for _ in range(800)]
     keep = blocks[-1].copy()  # a live block at the heap's top: the freed ones below it cannot be trimmed from the end
@@ -54,7 +53,7 @@ def test_large_blocks_are_reused_without_page_faults() -> None:
         ctypes.memset(block, 1, size)
         libc.free(block)
 
-    if any(name in os.environ for name in USER_MALLOC_ENV):
+    if user_sets_malloc():
         pytest.skip("the environment sets glibc's malloc knobs itself; embedserve leaves them alone")
     assert configure_allocator()
     touch_and_free()
