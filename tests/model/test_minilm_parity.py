@@ -88,3 +88,32 @@ def test_packed_batch_matches_the_padded_one(minilm_model_dir: Path, texts: list
     real = torch.from_numpy(mask).bool()
     assert torch.allclose(packed[real], dense[real], atol=1e-4)
     assert packed[~real].abs().max() == 0 < dense[~real].abs().max()
+
+
+@pytest.mark.parametrize("unpad_ratio", [float("inf"), 1.0], ids=["padded", "packed"])
+def test_fused_qkv_computes_what_the_three_projections_do(
+    minilm_model_dir: Path, texts: list[str], unpad_ratio: float
+) -> None:
+    """``fuse_qkv`` (the int8 path's one query/key/value projection) changes where the numbers are computed, not
+    what they are: on real weights, padded or packed, every real position matches the unfused encoder."""
+    import torch
+
+    from embedserve.engine.backends.torch import build_encoder
+    from embedserve.engine.bert import fuse_qkv
+    from embedserve.engine.loading import load_model
+    from embedserve.engine.scheduler import pad_batch
+    from embedserve.engine.tokenizer import WordPieceTokenizer
+
+    settings = EngineSettings(model=str(minilm_model_dir), backend="torch", dtype="float32")
+    model = load_model(settings)
+    tok = WordPieceTokenizer(model.tokenizer_path, vocab_size=model.config.vocab_size)
+    ids, mask = pad_batch(tok.encode_texts(texts[:24], truncate=True, max_tokens=512), pad_id=tok.pad_id)
+    encoder = build_encoder(model)
+    encoder.unpad_ratio = unpad_ratio
+    with torch.inference_mode():
+        separate = encoder(torch.from_numpy(ids), torch.from_numpy(mask))
+        fuse_qkv(encoder)
+        fused = encoder(torch.from_numpy(ids), torch.from_numpy(mask))
+    assert not any(name.endswith((".query", ".key", ".value")) for name, _ in encoder.named_modules())
+    real = torch.from_numpy(mask).bool()
+    torch.testing.assert_close(fused[real], separate[real], rtol=1e-5, atol=1e-5)

@@ -33,11 +33,13 @@ def _quantize_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.round(x / scale).clamp(-_QMAX, _QMAX).to(torch.int8), scale
 
 
-def _quantize_rows_shifted(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _quantize_rows_shifted_(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """``_quantize_rows`` stored as uint8 ``q + 128`` (values 1..255): the same numbers, in the form oneDNN's fast
-    int8 kernels take (with a zero point of 128). ``|x| * 127 / max|x|`` never rounds past 127, so no clamp."""
-    amax = x.abs().amax(dim=1, keepdim=True).clamp_(min=1e-8)
-    q = (x * (_QMAX / amax)).round_().add_(_ZERO_POINT).to(torch.uint8)
+    int8 kernels take (with a zero point of 128). Overwrites ``x``, so no pass allocates a full-size temporary but
+    the uint8 result; ``max|x|`` comes from ``amax`` and ``amin`` (no ``abs`` copy; ``torch.aminmax`` measured 15x
+    slower than the two). ``|x| * 127 / max|x|`` never rounds past 127, so no clamp."""
+    amax = torch.maximum(x.amax(dim=1, keepdim=True), x.amin(dim=1, keepdim=True).neg_()).clamp_(min=1e-8)
+    q = x.mul_(_QMAX / amax).round_().add_(_ZERO_POINT).to(torch.uint8)
     return q, amax / _QMAX
 
 
@@ -93,9 +95,9 @@ class Int8Linear(nn.Module):
         bias = self.bias
         if self.outliers is not None and self.outlier_weight_t is not None:
             bias = torch.addmm(bias, rows[:, self.outliers], self.outlier_weight_t)
-        if self.act_factor is not None:
-            rows = rows * self.act_factor  # smoothing, and the outlier channels zeroed
-        q, scale = _quantize_rows_shifted(rows)
+        # smoothing, and the outlier channels zeroed, in a copy the quantisation may overwrite
+        rows = rows * self.act_factor if self.act_factor is not None else rows.clone()
+        q, scale = _quantize_rows_shifted_(rows)
         out = torch.ops.onednn.qlinear_pointwise.tensor(
             q, _ONE, _ZERO_POINT_T, self.packed_weight, self.weight_scale, self.weight_zero_point,
             None, 1.0, 0, torch.float32, "none", [], "",

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from embedserve.engine.bert import BertEncoder, init_dummy_weights, load_state
+from embedserve.engine.bert import BertEncoder, fuse_qkv, init_dummy_weights, load_state
 from embedserve.engine.loading import LoadedModel
 from embedserve.engine.pooling import pool
 from embedserve.engine.quant import (
@@ -138,6 +138,10 @@ def build_int8_encoder(model: LoadedModel) -> BertEncoder:
 
     started = time.perf_counter()
     encoder = build_encoder(model)
+    # One projection for query, key and value: their input is quantised once, not three times (bge-large on a Zen 5,
+    # library calls: 1.03-1.04x at 12, 128 and 500 tokens; bf16 measured 0.99-1.00x, so only int8 fuses). Before
+    # calibration, so the fused projection gets one set of smoothing factors and outlier channels.
+    fuse_qkv(encoder)
     tokenizer = WordPieceTokenizer(model.tokenizer_path, vocab_size=model.config.vocab_size)
     encodings = tokenizer.encode_texts(CALIBRATION_TEXTS, truncate=True, max_tokens=model.max_seq_length)
     ids, mask = pad_batch(encodings, pad_id=tokenizer.pad_id)
