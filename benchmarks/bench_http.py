@@ -381,12 +381,12 @@ def main() -> None:
             rows, library = [], {}
             for w in loads:
                 asyncio.run(drive(server.url, Workload(w.name, w.texts[: w.per_request * 2], w.per_request), 2))
-                http_runs, lib_runs, lat, work = [], [], [], library_batches(tok, w)
+                http_runs, lib_runs, lat, batches = [], [], [], library_batches(tok, w)
                 for _ in range(args.repeat):
                     tokens, seconds, run_lat = asyncio.run(drive(server.url, w, args.concurrency))
                     http_runs.append(tokens / seconds)
                     lat += run_lat
-                    lib_runs.append(library_tokens_per_s(engine_backend, work))
+                    lib_runs.append(library_tokens_per_s(engine_backend, batches))
                 library[w.name] = statistics.median(lib_runs)
                 rows.append((w, statistics.median(http_runs), np.percentile(lat, 50) * 1000,
                              np.percentile(lat, 99) * 1000))  # fmt: skip
