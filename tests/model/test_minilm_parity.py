@@ -64,9 +64,8 @@ async def test_token_ids_embed_like_their_text(engine: Engine) -> None:
     assert np.array_equal(await engine.embed([enc]), await engine.embed(from_ids))
 
 
-def test_packed_batch_matches_the_padded_one(minilm_model_dir: Path, texts: list[str]) -> None:
-    """A batch padded past ``unpad_ratio`` runs its token-wise layers on the real tokens only; every real position
-    must come out as the fully padded computation gives it (padded positions come back as zeros, not computed)."""
+def fp32_encoder_and_batch(minilm_model_dir: Path, texts: list[str]) -> tuple:
+    """The fp32 torch encoder on MiniLM, and 24 of the texts as one padded batch of torch ids and mask."""
     import torch
 
     from embedserve.engine.backends.torch import build_encoder
@@ -74,18 +73,25 @@ def test_packed_batch_matches_the_padded_one(minilm_model_dir: Path, texts: list
     from embedserve.engine.scheduler import pad_batch
     from embedserve.engine.tokenizer import WordPieceTokenizer
 
-    settings = EngineSettings(model=str(minilm_model_dir), backend="torch", dtype="float32")
-    model = load_model(settings)
+    model = load_model(EngineSettings(model=str(minilm_model_dir), backend="torch", dtype="float32"))
     tok = WordPieceTokenizer(model.tokenizer_path, vocab_size=model.config.vocab_size)
     ids, mask = pad_batch(tok.encode_texts(texts[:24], truncate=True, max_tokens=512), pad_id=tok.pad_id)
-    assert mask.size >= 1.5 * mask.sum()  # plenty of padding
-    encoder = build_encoder(model)
+    return build_encoder(model), torch.from_numpy(ids), torch.from_numpy(mask)
+
+
+def test_packed_batch_matches_the_padded_one(minilm_model_dir: Path, texts: list[str]) -> None:
+    """A batch padded past ``unpad_ratio`` runs its token-wise layers on the real tokens only; every real position
+    must come out as the fully padded computation gives it (padded positions come back as zeros, not computed)."""
+    import torch
+
+    encoder, ids, mask = fp32_encoder_and_batch(minilm_model_dir, texts)
+    assert mask.numel() >= 1.5 * mask.sum()  # plenty of padding
     with torch.inference_mode():
         encoder.unpad_ratio = float("inf")
-        dense = encoder(torch.from_numpy(ids), torch.from_numpy(mask))
+        dense = encoder(ids, mask)
         encoder.unpad_ratio = 1.0
-        packed = encoder(torch.from_numpy(ids), torch.from_numpy(mask))
-    real = torch.from_numpy(mask).bool()
+        packed = encoder(ids, mask)
+    real = mask.bool()
     assert torch.allclose(packed[real], dense[real], atol=1e-4)
     assert packed[~real].abs().max() == 0 < dense[~real].abs().max()
 
@@ -98,22 +104,14 @@ def test_fused_qkv_computes_what_the_three_projections_do(
     what they are: on real weights, padded or packed, every real position matches the unfused encoder."""
     import torch
 
-    from embedserve.engine.backends.torch import build_encoder
     from embedserve.engine.bert import fuse_qkv
-    from embedserve.engine.loading import load_model
-    from embedserve.engine.scheduler import pad_batch
-    from embedserve.engine.tokenizer import WordPieceTokenizer
 
-    settings = EngineSettings(model=str(minilm_model_dir), backend="torch", dtype="float32")
-    model = load_model(settings)
-    tok = WordPieceTokenizer(model.tokenizer_path, vocab_size=model.config.vocab_size)
-    ids, mask = pad_batch(tok.encode_texts(texts[:24], truncate=True, max_tokens=512), pad_id=tok.pad_id)
-    encoder = build_encoder(model)
+    encoder, ids, mask = fp32_encoder_and_batch(minilm_model_dir, texts)
     encoder.unpad_ratio = unpad_ratio
     with torch.inference_mode():
-        separate = encoder(torch.from_numpy(ids), torch.from_numpy(mask))
+        separate = encoder(ids, mask)
         fuse_qkv(encoder)
-        fused = encoder(torch.from_numpy(ids), torch.from_numpy(mask))
+        fused = encoder(ids, mask)
     assert not any(name.endswith((".query", ".key", ".value")) for name, _ in encoder.named_modules())
-    real = torch.from_numpy(mask).bool()
+    real = mask.bool()
     torch.testing.assert_close(fused[real], separate[real], rtol=1e-5, atol=1e-5)
