@@ -341,7 +341,7 @@ def main() -> None:
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
                         help="where the server, library call and baseline run (auto: cuda if present)")  # fmt: skip
     parser.add_argument("--replica", type=Path, default=REPLICA,
-                        help="config and tokenizer to replicate (another BERT's for a quick dry run)")  # fmt: skip
+                        help="config and tokenizer to replicate (a BERT whose context holds ~500 tokens)")  # fmt: skip
     args = parser.parse_args()
     device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
 
@@ -406,10 +406,11 @@ def main() -> None:
               "| of matmul ceiling |")  # fmt: skip
         print("|---|---|---|---|---|---|---|")
         for w, tps, p50, p99 in rows:
-            ratio = tps / base[w.name] if base else float("nan")
+            ratio = tps / base[w.name] if base else None
             frac = tps * gflop_per_token(config, mean_len[w.name]) / ceiling
             lib = tps / library[w.name]
-            print(f"| {w.name} | {tps:.0f} | {p50:.0f} | {p99:.0f} | {ratio:.2f}x | {lib:.2f}x "
+            vs_base = f"{ratio:.2f}x" if ratio is not None else "–"
+            print(f"| {w.name} | {tps:.0f} | {p50:.0f} | {p99:.0f} | {vs_base} | {lib:.2f}x "
                   f"({library[w.name]:.0f}) | {frac:.0%} |")  # fmt: skip
             results.append({"engine": label, "workload": w.name, "tokens_per_s": tps, "p50_ms": p50,
                             "p99_ms": p99, "ratio": ratio, "library_tokens_per_s": library[w.name],
