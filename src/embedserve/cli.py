@@ -51,6 +51,11 @@ _ENGINE_FLAGS: dict[str, dict[str, Any]] = {
         "const": True,
         "help": "truncate over-long inputs by default",
     },
+    "--token-ids": {
+        "choices": ["auto", "wordpiece", "tiktoken", "reject"],
+        "help": "what token-id arrays in input mean (default auto: arrays framed [CLS] ... [SEP] with the model's ids "
+        "are WordPiece ids, other arrays are OpenAI cl100k_base ids, decoded and re-tokenised)",
+    },
 }
 _SERVER_FLAGS: dict[str, dict[str, Any]] = {
     "--host": {},

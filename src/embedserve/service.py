@@ -18,6 +18,7 @@ import numpy.typing as npt
 
 from embedserve import errors
 from embedserve.accounting.gateway import Admission, Gateway, Principal
+from embedserve.engine.token_ids import TokenIdKind, classify, decode_cl100k
 from embedserve.engine.types import Encoding
 from embedserve.metrics import Metrics, observe_tokenization
 
@@ -48,6 +49,7 @@ class EmbedResult:
     credits_used: int
     model: str
     headers: dict[str, str] = field(default_factory=dict)
+    token_ids: tuple[TokenIdKind, ...] = ()  # how each token-id array was read; empty for text input
 
     @property
     def prompt_tokens(self) -> int:
@@ -108,18 +110,35 @@ class EmbeddingService:
                 param="dimensions",
             )
 
-    async def _encode(self, items: list[str] | list[list[int]], *, query: bool, truncate: bool) -> list[Encoding]:
-        engine = self._engine
+    async def _encode(
+        self, items: list[str] | list[list[int]], *, query: bool, truncate: bool
+    ) -> tuple[list[Encoding], tuple[TokenIdKind, ...]]:
         if items and isinstance(items[0], str):
-            texts = [str(t) for t in items]
-            if query:
-                texts = [engine.settings.query_instruction + t for t in texts]
-            return await engine.tokenize(texts, truncate=truncate)
+            return await self._encode_texts([str(t) for t in items], query=query, truncate=truncate), ()
         id_lists = [[int(t) for t in cast(list[int], ids)] for ids in items]
+        info, mode = self._engine.info, self._engine.settings.token_ids
+        kinds = tuple(
+            classify(ids, index=i, mode=mode, cls_id=info.cls_token_id, sep_id=info.sep_token_id)
+            for i, ids in enumerate(id_lists)
+        )
+        out: list[Encoding | None] = [None] * len(id_lists)
+        cl100k_at = [i for i, kind in enumerate(kinds) if kind == "tiktoken"]
+        if cl100k_at:  # OpenAI-style ids: decode to text, then tokenise that text for the model
+            texts = await asyncio.to_thread(decode_cl100k, [id_lists[i] for i in cl100k_at], indexes=cl100k_at)
+            for i, enc in zip(cl100k_at, await self._encode_texts(texts, query=query, truncate=truncate), strict=True):
+                out[i] = enc
+        wordpiece_at = [i for i, kind in enumerate(kinds) if kind == "wordpiece"]
+        if wordpiece_at:
+            prefix = list(await self._query_prefix_ids()) if query else []
+            wordpiece = [self._with_prefix(id_lists[i], prefix) for i in wordpiece_at]
+            for i, enc in zip(wordpiece_at, self._engine.encode_token_ids(wordpiece, truncate=truncate), strict=True):
+                out[i] = enc
+        return [enc for enc in out if enc is not None], kinds
+
+    async def _encode_texts(self, texts: list[str], *, query: bool, truncate: bool) -> list[Encoding]:
         if query:
-            prefix = list(await self._query_prefix_ids())
-            id_lists = [self._with_prefix(ids, prefix) for ids in id_lists]
-        return engine.encode_token_ids(id_lists, truncate=truncate)
+            texts = [self._engine.settings.query_instruction + t for t in texts]
+        return await self._engine.tokenize(texts, truncate=truncate)
 
     def _with_prefix(self, ids: list[int], prefix: list[int]) -> list[int]:
         info = self._engine.info
@@ -151,7 +170,7 @@ class EmbeddingService:
         truncate = request.truncate if request.truncate is not None else self._engine.settings.auto_truncate
         query = request.input_type in QUERY_INPUT_TYPES
         started = time.perf_counter()
-        encodings = await self._encode(items, query=query, truncate=truncate)
+        encodings, token_ids = await self._encode(items, query=query, truncate=truncate)
         if self._metrics is not None:  # ops wiring: tokenisation duration
             observe_tokenization(self._metrics, time.perf_counter() - started)
         self._check_lengths(encodings)
@@ -167,6 +186,7 @@ class EmbeddingService:
             credits_used=admission.credits,
             model=model,
             headers=dict(admission.headers),
+            token_ids=token_ids,
         )
 
     async def _run(self, encodings: Sequence[Encoding], admission: Admission) -> npt.NDArray[np.float32]:

@@ -20,6 +20,7 @@ LoadFormat = Literal["auto", "safetensors", "dummy"]
 BackendName = Literal["auto", "torch", "onnx", "fake"]
 DType = Literal["auto", "float32", "bfloat16", "float16", "int8"]
 LogFormat = Literal["text", "json"]
+TokenIdMode = Literal["auto", "wordpiece", "tiktoken", "reject"]
 
 
 def default_data_dir() -> Path:
@@ -47,6 +48,7 @@ class EngineSettings(BaseModel):
     max_queued_tokens: int = Field(default=2_000_000, ge=512)
     auto_truncate: bool = False
     query_instruction: str = BGE_QUERY_INSTRUCTION
+    token_ids: TokenIdMode = "auto"  # what a token-id array in input means (engine/token_ids.py)
     cache_dir: Path | None = None
 
 

@@ -20,6 +20,7 @@ from embedserve.engine.batching import SMALL_BATCH_TOKENS
 from embedserve.engine.loading import LoadedModel, load_model
 from embedserve.engine.memory import release_free_memory
 from embedserve.engine.scheduler import BatchStats, Scheduler, SchedulerConfig, inference_executor, pad_batch
+from embedserve.engine.token_ids import cl100k
 from embedserve.engine.tokenizer import WordPieceTokenizer
 from embedserve.engine.types import Encoding, ModelInfo
 from embedserve.errors import ContextLengthExceededError, EngineError
@@ -90,6 +91,8 @@ class Engine:
             check_settings(self.settings)  # a dtype this machine cannot run fails before a model is fetched
         model = load_model(self.settings)
         tokenizer = WordPieceTokenizer(model.tokenizer_path, vocab_size=model.config.vocab_size)
+        if self.settings.token_ids in ("auto", "tiktoken"):
+            cl100k()  # load (and hash-check) the shipped cl100k_base now, not on the first token-id request
         backend = self._backend or create_backend(model, self.settings)
         self._model, self._tokenizer, self._backend = model, tokenizer, backend
         self._info = ModelInfo(

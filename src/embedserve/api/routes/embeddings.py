@@ -89,5 +89,7 @@ async def create_embeddings(
         "x-embedserve-truncated-inputs": str(result.truncated),
         "x-embedserve-input-tokens": ",".join(map(str, result.token_counts)),
     }
+    if result.token_ids:  # how each token-id array was read: wordpiece (the model's ids) or tiktoken (cl100k)
+        headers["x-embedserve-token-ids"] = ",".join(result.token_ids)
     content = _render(result, encoding_format=body.encoding_format)
     return Response(content, media_type="application/json", headers=headers)
