@@ -38,6 +38,17 @@ def _banner(settings: Settings, *, host: str, port: int, info: object) -> str:
         f"  limits      {settings.max_inputs} inputs/request, {getattr(info, 'max_batch_tokens', '?')} batch tokens, "
         f"{settings.engine.max_queued_tokens} queued tokens, truncation "
         f"{'automatic' if settings.engine.auto_truncate else 'on request only'}"
+        f"{_random_weights_warning(info)}"
+    )
+
+
+def _random_weights_warning(info: object) -> str:
+    if not getattr(info, "random_weights", False):
+        return ""
+    return (
+        "\n  WARNING     RANDOM WEIGHTS (--load-format dummy): every vector is meaningless, whatever the model name "
+        "says; do not index anything with it. Serve real weights with --model DIR (a directory holding "
+        "model.safetensors) or a Hugging Face id."
     )
 
 

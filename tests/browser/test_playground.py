@@ -12,8 +12,9 @@ import httpx
 import pytest
 from playwright.sync_api import expect
 
-from tests.browser.conftest import Server, screenshot
+from tests.browser.conftest import Server, minilm_dir, screenshot
 from tests.browser.passages import ANSWER, PASSAGES, QUERY
+from tests.serverproc import running_server
 
 TEXTS = ["Laura is a DJ.", "Laura plays records at parties every weekend."]
 
@@ -154,3 +155,17 @@ def test_hundreds_of_passages_are_embedded_in_batches_with_progress(page: Any, s
     page.locator("#search-summary").filter(has_text="Which planet").wait_for()
     assert posts == [1]  # passages come from the page's cache; only the query is embedded
     assert "Jupiter" in page.locator("#ranking li .passage").first.inner_text()
+
+
+def test_random_weights_banner_shows_only_on_a_dummy_server(
+    page: Any, server: Server, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    page.goto("/playground")
+    page.wait_for_selector("body[data-ready=true]")
+    expect(page.locator("#random-weights-banner")).to_be_hidden()
+    log = tmp_path_factory.mktemp("dummy-server") / "server.log"
+    with running_server(["--model", minilm_dir(), "--load-format", "dummy", "--no-auth"], log_path=log) as dummy:
+        page.goto(f"{dummy.base_url}/playground")
+        banner = page.locator("#random-weights-banner")
+        expect(banner).to_be_visible()
+        expect(banner).to_contain_text("Random weights")

@@ -35,6 +35,16 @@ def replica_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerP
         yield server
 
 
+def test_replica_is_marked_random_in_banner_ready_models_and_headers(replica_server: ServerProcess) -> None:
+    assert "RANDOM WEIGHTS (--load-format dummy)" in replica_server.log()
+    assert httpx.get(f"{replica_server.base_url}/ready", timeout=60).json()["random_weights"] is True
+    client = openai.OpenAI(api_key="any-key", base_url=f"{replica_server.base_url}/v1")
+    (card,) = client.models.list().data
+    assert card.model_extra and card.model_extra["random_weights"] is True
+    raw = client.embeddings.with_raw_response.create(input="Laura is a DJ.", model=SEED_MODEL)
+    assert raw.headers["x-embedserve-random-weights"] == "true"
+
+
 def _check_seed_response(response: openai.types.CreateEmbeddingResponse) -> list[float]:
     vec = response.data[0].embedding
     assert len(vec) == 1024 and all(math.isfinite(v) for v in vec)
@@ -67,7 +77,7 @@ async def test_python_sdk_async(replica_server: ServerProcess) -> None:
     single = _check_seed_response(await client.embeddings.create(input="Laura is a DJ.", model=SEED_MODEL))
     # Alone or batched, the same text gives the same vector up to kernel rounding: the last bits in fp32; bf16 GEMMs
     # block differently per batch shape, which over 24 random-weight layers costs about 1e-4 (0.99989 measured).
-    dtype = httpx.get(f"{replica_server.base_url}/ready").json()["dtype"]
+    dtype = httpx.get(f"{replica_server.base_url}/ready", timeout=60).json()["dtype"]
     assert _cosine(single, response.data[0].embedding) > (0.99999 if dtype == "float32" else 0.9995)
 
 

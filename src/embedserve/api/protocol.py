@@ -68,6 +68,11 @@ class ModelCard(BaseModel):
     owned_by: str = "embedserve"
     dimensions: int | None = None
     max_input_tokens: int | None = None
+    random_weights: bool = Field(
+        default=False,
+        description="embedserve extension: true when the server runs seeded random weights (--load-format dummy); "
+        "its vectors carry no meaning",
+    )
 
 
 class ModelList(BaseModel):

@@ -115,6 +115,7 @@ class Engine:
                 if self.settings.free_padding_tokens is not None
                 else default_free_padding_tokens(backend.device)
             ),
+            random_weights=model.weights_path is None,
         )
 
     async def start(self) -> None:

@@ -27,6 +27,7 @@ class ModelInfo:
     pad_token_id: int
     max_batch_tokens: int  # the padded-token budget per forward pass in effect (auto resolved by device)
     free_padding_tokens: int  # below this padded size a batch may pad freely (auto resolved by device)
+    random_weights: bool = False  # seeded random weights (--load-format dummy, fake backend): meaningless vectors
 
 
 @dataclass(frozen=True, slots=True)

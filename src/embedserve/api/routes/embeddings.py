@@ -12,7 +12,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
 from embedserve.accounting.gateway import Principal
-from embedserve.api.deps import get_principal, get_service, request_id
+from embedserve.api.deps import get_engine, get_principal, get_service, request_id
 from embedserve.api.encoding import dumps, embedding_items
 from embedserve.api.protocol import EmbeddingRequest, EmbeddingResponse, ErrorResponse
 from embedserve.metrics import observe_usage
@@ -89,6 +89,8 @@ async def create_embeddings(
         "x-embedserve-truncated-inputs": str(result.truncated),
         "x-embedserve-input-tokens": ",".join(map(str, result.token_counts)),
     }
+    if get_engine(request).info.random_weights:  # --load-format dummy: say so on every response, not only at start
+        headers["x-embedserve-random-weights"] = "true"
     if result.token_ids:  # how each token-id array was read: wordpiece (the model's ids) or tiktoken (cl100k)
         headers["x-embedserve-token-ids"] = ",".join(result.token_ids)
     content = _render(result, encoding_format=body.encoding_format)

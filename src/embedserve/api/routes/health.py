@@ -16,9 +16,16 @@ async def health() -> dict[str, str]:
 
 
 @router.get("/ready", response_model=None)
-async def ready(request: Request) -> JSONResponse | dict[str, str]:
+async def ready(request: Request) -> JSONResponse | dict[str, str | bool]:
     engine = get_engine(request)
     if request.app.state.shutting_down or not await engine.ready():
         return JSONResponse({"status": "unavailable"}, status_code=503)
     info = engine.info
-    return {"status": "ready", "model": info.name, "backend": info.backend, "dtype": info.dtype, "device": info.device}
+    return {
+        "status": "ready",
+        "model": info.name,
+        "backend": info.backend,
+        "dtype": info.dtype,
+        "device": info.device,
+        "random_weights": info.random_weights,  # true under --load-format dummy: the vectors carry no meaning
+    }

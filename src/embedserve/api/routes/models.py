@@ -17,7 +17,13 @@ router = APIRouter(tags=["models"])
 def _card(request: Request) -> ModelCard:
     info = get_engine(request).info
     created: int = request.app.state.started_at
-    return ModelCard(id=info.name, created=created, dimensions=info.dim, max_input_tokens=info.max_tokens)
+    return ModelCard(
+        id=info.name,
+        created=created,
+        dimensions=info.dim,
+        max_input_tokens=info.max_tokens,
+        random_weights=info.random_weights,
+    )
 
 
 @router.get("/v1/models", response_model=ModelList)

@@ -532,7 +532,19 @@ function init() {
   updatePassageCount();
   renderCode();
   loadModel();
+  checkWeights();
   document.body.dataset.ready = "true";
+}
+
+async function checkWeights() {
+  // /ready is open (no key needed), so the warning shows before a key is typed.
+  try {
+    const response = await fetch("/ready");
+    const json = await response.json();
+    $("random-weights-banner").hidden = json.random_weights !== true;
+  } catch (err) {
+    // an unreachable server shows its own errors on the first request
+  }
 }
 
 init();
