@@ -31,7 +31,7 @@ _ENGINE_FLAGS: dict[str, dict[str, Any]] = {
     "--dtype": {
         "choices": ["auto", "float32", "bfloat16", "float16", "int8"],
         "help": "auto: bfloat16 on CPUs with native bf16, else float32; float16 on CUDA. int8 is opt-in, "
-        "on CPUs with AVX512-VNNI or AMX (see README)",
+        "on CPUs with AVX512-VNNI or AMX (see docs/performance.md)",
     },
     "--device": {"help": "auto, cpu, cuda, cuda:N"},
     "--threads": {"type": int, "help": "intra-op threads for inference (default: all available cores)"},

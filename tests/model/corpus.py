@@ -1,7 +1,7 @@
 """The fidelity corpus: 500+ varied sentences and a small query/passage retrieval set, deterministic.
 
-Every backend x dtype is judged on these against torch fp32 (``tests/model/test_fidelity.py``); the README quotes
-the figures they give.
+Every backend x dtype is judged on these against torch fp32 (``tests/model/test_fidelity.py``); docs/performance.md
+quotes the figures they give.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ A reduced-precision path may be a default only if its minimum cosine is >= 0.999
 gives the same top-3 passages in the same order as fp32 for every query, where two passages that fp32 scores within
 ``TIE`` (0.0005) of each other count as tied: one such pair, 0.08601 vs 0.08586 for query 11's 3rd and 4th
 passages, swaps between bf16 runs of different batch shapes. The strict figure (no ties) is printed too. Paths
-that miss the gate stay opt-in; their floor here is set below the figure measured (README, "Fidelity") so a
+that miss the gate stay opt-in; their floor here is set below the figure measured (docs/performance.md, "Fidelity") so a
 regression still fails.
 Run with ``-s`` to see the figures.
 """
@@ -96,8 +96,8 @@ def test_int8_w8a8_is_close_and_keeps_retrieval(minilm_model_dir: Path, fp32: tu
     fid = measure(embed_all(minilm_model_dir, "torch", "int8"), fp32)
     print(f"\ntorch int8 (W8A8, SmoothQuant, 16 fp32 outlier channels, FFN-out bf16/fp32): {fid}")
     # Measured min 0.99935 with an fp32 FFN-out (0.99938 in bf16), strict same top-3 14/16 (15/16): swaps at ranks
-    # 3-4 between unrelated passages that fp32 scores 0.0001 and 0.004 apart. Opt-in (README); the floors catch a
-    # regression, on the strict count so that one new swap among near-ties still fails.
+    # 3-4 between unrelated passages that fp32 scores 0.0001 and 0.004 apart. Opt-in (docs/performance.md); the
+    # floors catch a regression, on the strict count so that one new swap among near-ties still fails.
     assert fid.min_cos >= 0.999, fid
     assert fid.mean_cos >= 0.9997, fid
     assert fid.correct_top1 == 1.0 and fid.strict_top3 >= 0.85, fid

@@ -141,7 +141,7 @@ class BertEncoder(nn.Module):
     unpad_ratio: float = 1.08
     """Run the token-wise layers on the real tokens only once the padded batch is this many times their count: the
     scatter and gather around attention cost a few percent (bge-large, 2 cores, bf16: 1.33x faster at 1.63, 1.08x at
-    1.11, 0.95x at 1.06; README, "Performance"). ONNX export sets it to infinity for a static graph."""
+    1.11, 0.95x at 1.06; docs/internals.md, "Packing"). ONNX export sets it to infinity for a static graph."""
 
     def __init__(self, cfg: BertConfig) -> None:
         super().__init__()

@@ -2,7 +2,8 @@
 
 With OpenMP each thread that runs a parallel op keeps its own worker team; a model built on one thread and run on
 another left three spinning teams' worth of threads on two cores, and one short bge-large pass took 68 instead of
-46 ms (README, "Performance"). Here a recording backend notes which thread built it and which ran it.
+46 ms (docs/internals.md, "One inference thread"). Here a recording backend notes which thread built it and which
+ran it.
 """
 
 from __future__ import annotations

@@ -1,9 +1,10 @@
 """The PyTorch backend: fp32 reference, bf16 on CPUs that have it, fp16/bf16 on CUDA, W8A8 int8 on CPU; SDPA.
 
 ``--dtype auto`` picks bfloat16 weights on CPUs with native bf16 (AVX512-BF16 or AMX; measured parity on MiniLM: min
-cosine 0.99983-0.99986 vs fp32 over 520 sentences, see README), float32 on other CPUs, float16 on CUDA. ``int8`` is
-opt-in (measured min cosine 0.99935-0.99938; far slower than bf16 on AMX, 0.97-1.22x bf16 through HTTP on a Zen 4,
-1.07-1.25x on a Zen 5) and refused on CPUs without AVX512-VNNI or AMX, where torch's int8 matmul has no fast kernel.
+cosine 0.99983-0.99986 vs fp32 over 520 sentences, see docs/performance.md, "Fidelity"), float32 on other CPUs,
+float16 on CUDA. ``int8`` is opt-in (measured min cosine 0.99935-0.99938; far slower than bf16 on AMX, 0.97-1.22x
+bf16 through HTTP on a Zen 4, 1.07-1.25x on a Zen 5) and refused on CPUs without AVX512-VNNI or AMX, where torch's
+int8 matmul has no fast kernel.
 Runs under ``torch.inference_mode`` on the engine's single inference thread.
 """
 
@@ -127,7 +128,8 @@ def build_encoder(model: LoadedModel) -> BertEncoder:
 
 OUTLIER_CHANNELS = 16
 """Input channels per layer kept in fp32 by the int8 path. MiniLM min cosine vs fp32 over 520 sentences:
-0 -> 0.99845, 4 -> 0.99913, 8 -> 0.99927, 16 -> 0.99935, 32 -> 0.99943 (README, "Fidelity"); each costs little."""
+0 -> 0.99845, 4 -> 0.99913, 8 -> 0.99927, 16 -> 0.99935, 32 -> 0.99943 (docs/performance-history.md, "int8
+attempts"); each costs little."""
 
 
 def build_int8_encoder(model: LoadedModel) -> BertEncoder:
