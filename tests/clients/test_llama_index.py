@@ -1,0 +1,24 @@
+"""LlamaIndex: ``OpenAIEmbedding(model_name=...)`` and ``OpenAILikeEmbedding`` return the openai SDK's vectors."""
+
+from __future__ import annotations
+
+import numpy as np
+import numpy.typing as npt
+
+from tests.clients.conftest import API_KEY, MODEL, TEXTS, cosines, need
+
+
+def test_openai_embedding_with_model_name(base_url: str, reference: npt.NDArray[np.float32]) -> None:
+    openai_module = need("llama_index.embeddings.openai")
+    embed_model = openai_module.OpenAIEmbedding(model_name=MODEL, api_base=base_url, api_key=API_KEY)
+    docs = np.array(embed_model.get_text_embedding_batch(TEXTS), dtype=np.float32)
+    query = np.array(embed_model.get_query_embedding(TEXTS[1]), dtype=np.float32)
+    assert cosines(docs, reference).min() >= 0.99999
+    assert cosines(query, reference[1]) >= 0.99999
+
+
+async def test_openai_like_embedding(base_url: str, reference: npt.NDArray[np.float32]) -> None:
+    openai_like = need("llama_index.embeddings.openai_like")
+    embed_model = openai_like.OpenAILikeEmbedding(model_name=MODEL, api_base=base_url, api_key=API_KEY)
+    docs = np.array(await embed_model.aget_text_embedding_batch(TEXTS), dtype=np.float32)
+    assert cosines(docs, reference).min() >= 0.99999
