@@ -16,6 +16,7 @@ from tests.browser.conftest import Server, minilm_dir, screenshot
 from tests.browser.passages import ANSWER, PASSAGES, QUERY
 from tests.serverproc import running_server
 
+REDOC_LOGO = "https://cdn.redoc.ly/redoc/logo-mini.svg"
 TEXTS = ["Laura is a DJ.", "Laura plays records at parties every weekend."]
 
 
@@ -169,3 +170,22 @@ def test_random_weights_banner_shows_only_on_a_dummy_server(
         banner = page.locator("#random-weights-banner")
         expect(banner).to_be_visible()
         expect(banner).to_contain_text("Random weights")
+
+
+@pytest.mark.parametrize(("path", "rendered"), [("/docs", ".swagger-ui .info .title"), ("/redoc", "h1")])
+def test_api_docs_render_with_no_internet(page: Any, server: Server, path: str, rendered: str) -> None:
+    origin = urlsplit(server.base_url).netloc
+    blocked: list[str] = []
+
+    def only_this_server(route: Any) -> None:
+        if urlsplit(route.request.url).netloc == origin:
+            route.continue_()
+        else:
+            blocked.append(route.request.url)
+            route.abort()
+
+    page.route("**/*", only_this_server)
+    page.goto(path)
+    expect(page.locator(rendered).first).to_contain_text("embedserve")
+    # ReDoc's sidebar tries its maker's logo and hides it when that fails: cosmetic, so it is the one allowed miss.
+    assert not [u for u in blocked if u != REDOC_LOGO], f"{path} reached beyond its server: {blocked}"

@@ -17,7 +17,7 @@ from fastapi import FastAPI
 from embedserve import __version__
 from embedserve.api.errors import install_error_handlers
 from embedserve.api.middleware import RequestContextMiddleware
-from embedserve.api.routes import admin, embeddings, health, models, playground
+from embedserve.api.routes import admin, docs, embeddings, health, models, playground
 from embedserve.api.routes import metrics as metrics_routes
 from embedserve.metrics import Metrics, batch_observer, set_model_info, track_queue
 from embedserve.service import EmbeddingService
@@ -72,6 +72,8 @@ def create_app(
         version=__version__,
         summary="OpenAI-compatible embeddings API for BAAI/bge-large-en-v1.5",
         lifespan=lifespan,
+        docs_url=None,  # served by routes/docs.py from vendored assets: the CDN defaults are blank offline
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.engine = engine
@@ -82,7 +84,7 @@ def create_app(
     app.state.metrics = metrics  # ops wiring
     track_queue(metrics, depth=lambda: engine.queue_depth, tokens=lambda: engine.queued_tokens)  # ops wiring
     install_error_handlers(app)
-    for module in (embeddings, models, health, admin, metrics_routes, playground):
+    for module in (embeddings, models, health, admin, metrics_routes, playground, docs):
         app.include_router(module.router)
     app.add_middleware(
         RequestContextMiddleware,
