@@ -105,9 +105,19 @@ def _keys_list(args: argparse.Namespace, settings: Settings) -> int:
     return _run(settings, work)
 
 
+def _utc(at: float | None) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(at or 0))
+
+
 def _keys_revoke(args: argparse.Namespace, settings: Settings) -> int:
     async def work(store: Store) -> int:
-        info = await KeyRegistry(store, clock=time.time).revoke(args.key_id)
+        keys = KeyRegistry(store, clock=time.time)
+        before = await keys.get(args.key_id)
+        if before.revoked:
+            when = _utc(before.revoked_at)
+            print(f"Key {before.id} ('{before.name}') was already revoked (at {when}); nothing changed.")
+            return 0
+        info = await keys.revoke(args.key_id)
         print(f"Revoked key {info.id} ('{info.name}').")
         return 0
 
@@ -117,7 +127,8 @@ def _keys_revoke(args: argparse.Namespace, settings: Settings) -> int:
 def _credits_add(args: argparse.Namespace, settings: Settings) -> int:
     async def work(store: Store) -> int:
         info = await KeyRegistry(store, clock=time.time).add_credits(args.key_id, args.amount)
-        print(f"Key {info.id} ('{info.name}') now has {info.credits} credits.")
+        floor = " (removal stops at 0)" if args.amount < 0 and info.credits == 0 else ""
+        print(f"Key {info.id} ('{info.name}') now has {info.credits} credits{floor}.")
         return 0
 
     return _run(settings, work)
@@ -190,7 +201,7 @@ def add_subcommands(subparsers: Any) -> None:
     credits = subparsers.add_parser("credits", help="change a key's credit balance").add_subparsers(
         dest="credits_command", required=True
     )
-    add = _command(credits, "add", _credits_add, "add N credits to a key (negative N removes)")
+    add = _command(credits, "add", _credits_add, "add N credits to a key (negative N removes; removal stops at 0)")
     add.add_argument("key_id")
     add.add_argument("amount", type=int)
 

@@ -163,18 +163,17 @@ class KeyRegistry:
         return await self.get(key_id)
 
     async def add_credits(self, key_id: str, amount: int) -> KeyInfo:
-        """Add (or, negative, remove) credits in one conditional UPDATE; the balance never goes below 0."""
+        """Add (or, negative, remove) credits in one UPDATE; removing more than the balance stops at 0."""
         info = await self.get(key_id)
         if info.credits is None:
             raise InvalidRequestError(f"Key '{key_id}' has unlimited credits.", param="key_id")
+        new_balance = api_keys.c.credits + amount
         async with self._store.begin() as conn:
-            result = await conn.execute(
+            await conn.execute(
                 api_keys.update()
-                .where(api_keys.c.id == key_id, api_keys.c.credits + amount >= 0)
-                .values(credits=api_keys.c.credits + amount)
+                .where(api_keys.c.id == key_id, api_keys.c.credits.is_not(None))
+                .values(credits=sa.case((new_balance < 0, 0), else_=new_balance))
             )
-        if result.rowcount == 0:
-            raise InvalidRequestError(f"Key '{key_id}' has fewer than {-amount} credits.", param="credits")
         return await self.get(key_id)
 
     async def find(self, secret: str, *, kind: str) -> KeyInfo | None:

@@ -41,9 +41,14 @@ def test_cli_create_list_credit_revoke_usage(tmp_path: Path, capsys: pytest.Capt
     assert _run(["keys", "list"], settings) == 0
     table = capsys.readouterr().out
     assert created["id"] in table and "unlimited" in table and created["secret"] not in table
+    assert _run(["credits", "add", created["id"], "-20"], settings) == 0
+    assert "now has 0 credits (removal stops at 0)" in capsys.readouterr().out
     assert _run(["keys", "revoke", created["id"]], settings) == 0
+    assert "Revoked key" in capsys.readouterr().out
+    assert _run(["keys", "revoke", created["id"]], settings) == 0
+    assert "was already revoked" in capsys.readouterr().out
     assert _run(["keys", "list", "--format", "json", "--active"], settings) == 0
-    assert json.loads(capsys.readouterr().out.split("\n", 1)[1]) == []
+    assert json.loads(capsys.readouterr().out) == []
     assert _run(["usage", "--format", "csv"], settings) == 0
     assert capsys.readouterr().out == "day,key_id,key_name,requests,inputs,tokens,credits\n"
     assert _run(["db", "current"], settings) == 0

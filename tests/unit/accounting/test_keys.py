@@ -88,14 +88,12 @@ async def test_list_never_returns_secrets(gateway: StoreGateway) -> None:
     assert {k.name for k in listed} >= {"bob", "default"}
 
 
-async def test_credits_add_never_goes_below_zero(gateway: StoreGateway) -> None:
-    from embedserve.errors import InvalidRequestError
-
+async def test_credits_removal_stops_at_zero(gateway: StoreGateway) -> None:
     created = await gateway.keys.create(name="c", credits=5)
     assert (await gateway.keys.add_credits(created.info.id, 10)).credits == 15
-    assert (await gateway.keys.add_credits(created.info.id, -15)).credits == 0
-    with pytest.raises(InvalidRequestError):
-        await gateway.keys.add_credits(created.info.id, -1)
+    assert (await gateway.keys.add_credits(created.info.id, -4)).credits == 11
+    assert (await gateway.keys.add_credits(created.info.id, -100)).credits == 0  # as documented: stops at 0
+    assert (await gateway.keys.add_credits(created.info.id, -1)).credits == 0
 
 
 async def test_unknown_key_id_is_not_found(gateway: StoreGateway) -> None:
