@@ -6,4 +6,6 @@ import sys
 
 from embedserve.cli import main
 
-sys.exit(main())
+# Guarded: body-decoding worker processes (spawned) import this module as ``__mp_main__`` and must not run the CLI.
+if __name__ == "__main__":
+    sys.exit(main())

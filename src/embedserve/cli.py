@@ -62,6 +62,10 @@ _SERVER_FLAGS: dict[str, dict[str, Any]] = {
     "--port": {"type": int},
     "--max-inputs": {"type": int, "help": "inputs per request (default 2048)"},
     "--max-body-bytes": {"type": int},
+    "--body-workers": {
+        "type": int,
+        "help": "processes that decode and tokenise bodies over 64 KiB; at most this many are read at once (default 2)",
+    },
     "--log-level": {"choices": ["debug", "info", "warning", "error"]},
     "--log-format": {"choices": ["text", "json"]},
     "--shutdown-timeout": {"type": float, "help": "seconds to finish queued work on SIGTERM"},

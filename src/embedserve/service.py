@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -29,6 +30,10 @@ logger = logging.getLogger(__name__)
 
 RawInput = str | Sequence[str] | Sequence[int] | Sequence[Sequence[int]]
 QUERY_INPUT_TYPES = frozenset({"query", "search_query"})
+# A string (or token-id array) longer than this many characters (ids) per context token is refused, or, a string,
+# cut at a word boundary when truncating, before it is tokenised: it bounds what one input can cost whatever it holds.
+MAX_CHARS_PER_TOKEN = 100
+_SPACE = re.compile(r"\s")
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,8 +61,47 @@ class EmbedResult:
         return sum(self.token_counts)
 
 
-def normalize_input(raw: RawInput, *, max_inputs: int) -> list[str] | list[list[int]]:
-    """The four OpenAI input forms become either a list of texts or a list of token-id lists."""
+def normalize_input(
+    raw: RawInput, *, max_inputs: int, max_chars: int | None = None, truncate: bool = False
+) -> list[str] | list[list[int]]:
+    """The four OpenAI input forms become either a list of texts or a list of token-id lists; strings over
+    ``max_chars`` are refused (cut at a word boundary if ``truncate``), token-id arrays over it refused."""
+    items = _items(raw, max_inputs=max_inputs)
+    if items and isinstance(items[0], str):
+        return [_checked_text(str(t), index=i, max_chars=max_chars, truncate=truncate) for i, t in enumerate(items)]
+    for i, ids in enumerate(items):
+        if max_chars is not None and len(ids) > max_chars:
+            raise errors.ContextLengthExceededError(
+                f"input[{i}] has {len(ids)} token ids; this server refuses arrays over {max_chars} ids "
+                "(far past the model's context).",
+                param="input",
+            )
+    return items
+
+
+def _checked_text(text: str, *, index: int, max_chars: int | None, truncate: bool) -> str:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise errors.InvalidInputError(
+            f"input[{index}] is not valid Unicode: it holds a lone surrogate (character {exc.start}).",
+            param="input",
+        ) from None
+    if max_chars is None or len(text) <= max_chars:
+        return text
+    if not truncate:
+        raise errors.ContextLengthExceededError(
+            f"input[{index}] has {len(text)} characters; this server refuses strings over {max_chars} characters "
+            'before tokenising them (far past the model\'s context). Shorten it, or send "truncate": true.',
+            param="input",
+        )
+    # Cut at the last whitespace, so every word kept tokenises exactly as in the whole text.
+    cut = text[:max_chars]
+    spaces = [m.start() for m in _SPACE.finditer(cut, max(0, max_chars - 1000))]
+    return cut[: spaces[-1]] if spaces else cut
+
+
+def _items(raw: RawInput, *, max_inputs: int) -> list[str] | list[list[int]]:
     if isinstance(raw, str):
         items: list[str] | list[list[int]] = [raw]
     elif len(raw) == 0:
@@ -166,8 +210,9 @@ class EmbeddingService:
     async def embed(self, request: EmbedRequest, principal: Principal) -> EmbedResult:
         model = self.check_model(request.model)
         self._check_dimensions(request.dimensions)
-        items = normalize_input(request.input, max_inputs=self._max_inputs)
         truncate = request.truncate if request.truncate is not None else self._engine.settings.auto_truncate
+        max_chars = self._engine.info.max_tokens * MAX_CHARS_PER_TOKEN
+        items = normalize_input(request.input, max_inputs=self._max_inputs, max_chars=max_chars, truncate=truncate)
         query = request.input_type in QUERY_INPUT_TYPES
         started = time.perf_counter()
         encodings, token_ids = await self._encode(items, query=query, truncate=truncate)

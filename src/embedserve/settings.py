@@ -63,6 +63,7 @@ class Settings(BaseSettings):
     port: int = Field(default=8000, ge=0, le=65535)
     max_inputs: int = Field(default=2048, ge=1)
     max_body_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)
+    body_workers: int = Field(default=2, ge=0)  # processes decoding bodies over 64 KiB; also how many at once
     log_level: str = "info"
     log_format: LogFormat = "text"
     shutdown_timeout: float = Field(default=30.0, ge=0)
@@ -79,3 +80,5 @@ class Settings(BaseSettings):
     default_rpm: int | None = Field(default=None, ge=0)  # for keys created without --rpm; None or 0: unlimited
     default_tpm: int | None = Field(default=None, ge=0)
     gateway_lease_seconds: float = Field(default=30.0, gt=0)  # a silent replica's reservations refund after this
+    # PostgreSQL connect / statement / pool wait bound (a transaction: 3x); past it a request gets 503 + Retry-After
+    database_timeout_seconds: float = Field(default=5.0, gt=0)

@@ -31,6 +31,11 @@ CASES: list[tuple[str, dict[str, Any] | str, int, str, str | None, str | None]] 
     ("unknown model", {"input": "a", "model": "gpt-x"}, 404, "model_not_found", "model", "gpt-x"),
     ("bad dimensions", {"input": "a", "dimensions": 3}, 400, "invalid_dimensions", "dimensions", "1024"),
     ("invalid json", "{not json", 400, "invalid_request", None, "JSON"),
+    # issue 16: these were a 500 (tokenizer error) and accepted as ids 1 and 0
+    ("lone surrogate", '{"input": ["ok", "a\\ud800b"]}', 400, "invalid_input", "input", "not valid Unicode"),
+    ("booleans as ids", {"input": [True, False]}, 400, "invalid_request", "input", "input"),
+    ("nested booleans", {"input": [[101, True]]}, 400, "invalid_request", "input", "input"),
+    ("string far past the context", {"input": "word " * 60_000}, 400, "context_length_exceeded", "input", "characters"),
 ]
 
 

@@ -15,12 +15,14 @@ from typing import TYPE_CHECKING
 from fastapi import FastAPI
 
 from embedserve import __version__
+from embedserve.api.auth_gate import AuthGateMiddleware
+from embedserve.api.bodies import BodyDecoder, InputLimits
 from embedserve.api.errors import install_error_handlers
 from embedserve.api.middleware import RequestContextMiddleware
 from embedserve.api.routes import admin, docs, embeddings, health, models, playground
 from embedserve.api.routes import metrics as metrics_routes
 from embedserve.metrics import Metrics, batch_observer, set_model_info, track_queue
-from embedserve.service import EmbeddingService
+from embedserve.service import MAX_CHARS_PER_TOKEN, EmbeddingService
 from embedserve.settings import Settings
 
 if TYPE_CHECKING:
@@ -34,6 +36,17 @@ def _default_gateway(settings: Settings) -> Gateway:
     from embedserve.accounting import build_gateway
 
     return build_gateway(settings)
+
+
+def _input_limits(engine: Engine, settings: Settings) -> InputLimits | None:
+    """What a body-decoding worker needs to judge an input as the service does."""
+    if settings.body_workers == 0:
+        return None
+    return InputLimits(
+        max_inputs=settings.max_inputs,
+        max_chars=engine.info.max_tokens * MAX_CHARS_PER_TOKEN,
+        auto_truncate=engine.settings.auto_truncate,
+    )
 
 
 def create_app(
@@ -60,9 +73,11 @@ def create_app(
         set_model_info(
             metrics, model=info.name, backend=info.backend, dtype=info.dtype, device=info.device, dim=info.dim
         )
+        app.state.body_decoder = BodyDecoder(workers=settings.body_workers, spec=_input_limits(engine, settings))
         try:
             yield
         finally:
+            app.state.body_decoder.close()
             app.state.shutting_down = True
             await engine.stop(timeout=settings.shutdown_timeout)
             await gateway.stop()
@@ -79,6 +94,7 @@ def create_app(
     app.state.engine = engine
     app.state.gateway = gateway
     app.state.service = service
+    app.state.body_decoder = BodyDecoder(workers=settings.body_workers, spec=None)
     app.state.started_at = int(time.time())
     app.state.shutting_down = False
     app.state.metrics = metrics  # ops wiring
@@ -86,6 +102,7 @@ def create_app(
     install_error_handlers(app)
     for module in (embeddings, models, health, admin, metrics_routes, playground, docs):
         app.include_router(module.router)
+    app.add_middleware(AuthGateMiddleware)  # inside the request context: its 401s carry the request id
     app.add_middleware(
         RequestContextMiddleware,
         max_body_bytes=settings.max_body_bytes,

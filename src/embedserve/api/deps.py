@@ -45,10 +45,14 @@ def get_service(request: Request) -> EmbeddingService:
 
 
 async def get_principal(request: Request) -> Principal:
-    principal = await get_gateway(request).authenticate(bearer_token(request))
-    request.state.principal = principal
+    # Normally resolved by AuthGateMiddleware before the body was read; resolved here when the app is mounted bare.
+    principal = getattr(request.state, "principal", None)
+    if not isinstance(principal, Principal):
+        principal = await get_gateway(request).authenticate(bearer_token(request))
+        request.state.principal = principal
     return principal
 
 
 async def require_admin(request: Request) -> None:
-    await get_gateway(request).authenticate_admin(bearer_token(request))
+    if getattr(request.state, "admin", False) is not True:
+        await get_gateway(request).authenticate_admin(bearer_token(request))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
 InputType = Literal["query", "search_query", "document", "passage", "search_document"]
 
@@ -15,7 +15,8 @@ class EmbeddingRequest(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     input: Annotated[
-        str | list[str] | list[int] | list[list[int]],
+        # Strict: JSON true/false are not token ids (lax pydantic would read them as 1 and 0).
+        str | list[str] | list[StrictInt] | list[list[StrictInt]],
         Field(description="A string, a list of strings, a list of token ids, or a list of token-id lists."),
     ]
     model: str | None = Field(default=None, description="The served model name; defaults to the only model.")

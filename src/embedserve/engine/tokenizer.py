@@ -13,6 +13,20 @@ from tokenizers import Tokenizer
 from embedserve.engine.types import Encoding
 from embedserve.errors import InvalidInputError
 
+CHUNK_CHARS = 1 << 20
+
+
+def _chunks(texts: Sequence[str], *, limit: int) -> list[list[str]]:
+    chunks: list[list[str]] = [[]]
+    size = 0
+    for text in texts:
+        if chunks[-1] and size + len(text) > limit:
+            chunks.append([])
+            size = 0
+        chunks[-1].append(text)
+        size += len(text)
+    return chunks
+
 
 class WordPieceTokenizer:
     def __init__(self, path: Path, *, vocab_size: int) -> None:
@@ -31,8 +45,13 @@ class WordPieceTokenizer:
         return int(token_id)
 
     def encode_texts(self, texts: Sequence[str], *, truncate: bool, max_tokens: int) -> list[Encoding]:
-        encoded = self._tok.encode_batch(list(texts), add_special_tokens=True)
-        return [self._fit(tuple(e.ids), truncate=truncate, max_tokens=max_tokens) for e in encoded]
+        # In slices of about CHUNK_CHARS characters: HF keeps ~100 bytes per character of a batch alive (offsets,
+        # token strings), so this bounds the memory one call can take, however much text it is given.
+        out: list[Encoding] = []
+        for chunk in _chunks(texts, limit=CHUNK_CHARS):
+            encoded = self._tok.encode_batch(chunk, add_special_tokens=True)
+            out.extend(self._fit(tuple(e.ids), truncate=truncate, max_tokens=max_tokens) for e in encoded)
+        return out
 
     def encode_ids(self, id_lists: Sequence[Sequence[int]], *, truncate: bool, max_tokens: int) -> list[Encoding]:
         out = []

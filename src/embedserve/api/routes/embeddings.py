@@ -12,6 +12,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
 from embedserve.accounting.gateway import Principal
+from embedserve.api.bodies import BodyDecoder
 from embedserve.api.deps import get_engine, get_principal, get_service, request_id
 from embedserve.api.encoding import dumps, embedding_items
 from embedserve.api.protocol import EmbeddingRequest, EmbeddingResponse, ErrorResponse
@@ -62,16 +63,26 @@ def _render(result: EmbedResult, *, encoding_format: str) -> bytes:
     )
 
 
-@router.post("/v1/embeddings", response_model=EmbeddingResponse, responses=_ERRORS)
+# The body is decoded by the route (off the event loop, see api/bodies.py), so its schema is declared here.
+_REQUEST_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/json": {"schema": EmbeddingRequest.model_json_schema()}},
+    }
+}
+
+
+@router.post("/v1/embeddings", response_model=EmbeddingResponse, responses=_ERRORS, openapi_extra=_REQUEST_BODY)
 @router.post("/embeddings", response_model=EmbeddingResponse, include_in_schema=False)
 async def create_embeddings(
-    body: EmbeddingRequest,
     request: Request,
     principal: Annotated[Principal, Depends(get_principal)],
 ) -> Response:
     """Create embeddings for one or many inputs."""
+    decoder: BodyDecoder = request.app.state.body_decoder
+    body, decoded_input = await decoder.decode(request)
     embed_request = EmbedRequest(
-        input=body.input,
+        input=body.input if decoded_input is None else decoded_input,
         request_id=request_id(request),
         model=body.model,
         input_type=body.input_type,

@@ -1,0 +1,167 @@
+"""How long ``/health`` and a normal client wait while other clients post oversized bodies (issue 16, item 1).
+
+    python benchmarks/health_under_attack.py                     # 20 s: 2 keyless + 2 keyed attackers
+    python benchmarks/health_under_attack.py --seconds 60 --json
+
+Starts ``embedserve serve`` (fake backend on the bge tokenizer, SQLite store in a temporary directory, a key with
+unlimited credits), then for ``--seconds``: ``--noauth`` clients post 30 MB bodies with no key, ``--auth`` clients
+post 30 MB bodies with the key (alternately 5M token ids and one 30 MB string), one normal client sends the seed
+request back to back, and a probe GETs ``/health`` every 20 ms. Prints the probe's p50/p99/max latency, the normal
+client's request count and p99, the attackers' statuses, and the server's peak RSS (main process, and with its
+body-decoding workers).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+import httpx
+
+REPO = Path(__file__).resolve().parents[1]
+REFERENCE = REPO.parent / "shared" / "reference" / "bge-large-en-v1.5"
+SEED = {"input": "Laura is a DJ.", "model": "BAAI/bge-large-en-v1.5"}
+
+
+def _rss_mib(pid: int) -> float:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
+def _env(data: Path) -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(REPO / "src"), "EMBEDSERVE_DATA_DIR": str(data),
+            "EMBEDSERVE_ADMIN_KEY": "es-admin-" + "a" * 43, "PYTHONUNBUFFERED": "1"}  # fmt: skip
+
+
+def start(data: Path, port: int, log: Path) -> tuple[subprocess.Popen[bytes], str]:
+    made = subprocess.run(
+        [sys.executable, "-m", "embedserve", "keys", "create", "--name", "bench", "--format", "json"],
+        env=_env(data), capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    secret = json.loads(made.stdout)["secret"]
+    cmd = [sys.executable, "-m", "embedserve", "serve", "--model", str(REFERENCE), "--backend", "fake",
+           "--served-model-name", "BAAI/bge-large-en-v1.5", "--host", "127.0.0.1", "--port", str(port)]  # fmt: skip
+    proc = subprocess.Popen(cmd, env=_env(data), stdout=log.open("wb"), stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(log.read_text())
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
+                return proc, secret
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    proc.kill()
+    raise TimeoutError(log.read_text())
+
+
+def attack(url: str, seconds: float, *, noauth: int, auth: int, secret: str, pid: int) -> dict[str, object]:
+    ids_body = b'{"input":[' + b"2000," * 5_000_000 + b'2000],"model":"BAAI/bge-large-en-v1.5"}'
+    text_body = b'{"input":"' + b"word " * 6_000_000 + b'"}'
+    stop = time.monotonic() + seconds
+    health: list[float] = []
+    normal: list[float] = []
+    statuses: Counter[str] = Counter()
+    rss = {"main": _rss_mib(pid), "with_workers": 0.0}
+
+    def attacker(n: int, key: str | None) -> None:
+        headers = {"content-type": "application/json", **({"authorization": f"Bearer {key}"} if key else {})}
+        with httpx.Client(timeout=120) as client:
+            i = 0
+            while time.monotonic() < stop:
+                body = ids_body if (n + i) % 2 == 0 else text_body
+                i += 1
+                try:
+                    code = client.post(url + "/v1/embeddings", content=body, headers=headers).status_code
+                    statuses[f"{'keyed' if key else 'keyless'} {code}"] += 1
+                except httpx.HTTPError as exc:
+                    statuses[f"{'keyed' if key else 'keyless'} {type(exc).__name__}"] += 1
+
+    def probe() -> None:
+        with httpx.Client(timeout=60) as client:
+            while time.monotonic() < stop:
+                t = time.perf_counter()
+                client.get(url + "/health")
+                health.append(time.perf_counter() - t)
+                time.sleep(0.02)
+
+    def user() -> None:
+        with httpx.Client(timeout=60, headers={"authorization": f"Bearer {secret}"}) as client:
+            while time.monotonic() < stop:
+                t = time.perf_counter()
+                if client.post(url + "/v1/embeddings", json=SEED).status_code == 200:
+                    normal.append(time.perf_counter() - t)
+
+    def sampler() -> None:
+        while time.monotonic() < stop + 2:
+            rss["main"] = max(rss["main"], _rss_mib(pid))
+            total = _rss_mib(pid) + sum(_rss_mib(c) for c in _children(pid))
+            rss["with_workers"] = max(rss["with_workers"], total)
+            time.sleep(0.25)
+
+    threads = [threading.Thread(target=attacker, args=(n, None)) for n in range(noauth)]
+    threads += [threading.Thread(target=attacker, args=(n, secret)) for n in range(auth)]
+    threads += [threading.Thread(target=f) for f in (probe, user, sampler)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    q = statistics.quantiles(health, n=100, method="inclusive") if len(health) > 1 else [0.0] * 99
+    nq = statistics.quantiles(normal, n=100, method="inclusive") if len(normal) > 1 else [0.0] * 99
+    return {
+        "seconds": seconds, "noauth_attackers": noauth, "auth_attackers": auth,
+        "health_probes": len(health), "health_p50_ms": round(q[49] * 1000, 1),
+        "health_p99_ms": round(q[98] * 1000, 1), "health_max_ms": round(max(health, default=0) * 1000, 1),
+        "normal_requests": len(normal), "normal_p99_ms": round(nq[98] * 1000, 1),
+        "attack_statuses": dict(statuses), "rss_peak_main_mib": round(rss["main"]),
+        "rss_peak_with_workers_mib": round(rss["with_workers"]),
+    }  # fmt: skip
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=float, default=20)
+    parser.add_argument("--noauth", type=int, default=2)
+    parser.add_argument("--auth", type=int, default=2)
+    parser.add_argument("--port", type=int, default=18231)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        proc, secret = start(Path(tmp), args.port, Path(tmp) / "server.log")
+        try:
+            url = f"http://127.0.0.1:{args.port}"
+            result = attack(url, args.seconds, noauth=args.noauth, auth=args.auth, secret=secret, pid=proc.pid)
+        finally:
+            proc.kill()
+            proc.wait()
+    if args.json:
+        print(json.dumps(result))
+    else:
+        for name, value in result.items():
+            print(f"{name:28} {value}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,167 @@
+"""``POST /v1/embeddings`` bodies are decoded off the event loop, with a bounded amount of big-body work at once.
+
+A body of at most ``SMALL_BODY_BYTES`` is parsed and validated in a thread (milliseconds of GIL). A bigger one is
+read only once one of ``workers`` slots is free, then parsed, validated and normalised in a worker process (where an
+oversized input is refused) that hands back the input compact (texts, or one int64 array of ids): parsing 30 MB of
+JSON holds the GIL for seconds and builds gigabytes of objects, which must happen neither on the event loop's
+interpreter nor in the server's memory. Tokenisation then runs in a thread (HF tokenizers releases the GIL).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import multiprocessing
+import os
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import orjson
+from fastapi.exceptions import RequestValidationError
+from pydantic import ValidationError
+from starlette.requests import Request
+
+from embedserve import errors
+from embedserve.api.protocol import EmbeddingRequest
+from embedserve.service import normalize_input
+
+logger = logging.getLogger(__name__)
+
+SMALL_BODY_BYTES = 64 * 1024
+WORKER_NICENESS = 10
+_JSON_INVALID = [{"type": "json_invalid", "loc": ("body",), "msg": "JSON decode error"}]
+
+
+def _loads(body: bytes) -> Any:
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        pass
+    try:  # the standard library keeps lone surrogates, which the service then names in its 400
+        return json.loads(body)
+    except ValueError:  # JSONDecodeError and UnicodeDecodeError
+        raise RequestValidationError(_JSON_INVALID) from None
+
+
+def parse_request(body: bytes) -> EmbeddingRequest:
+    """JSON, then the wire model; raises ``RequestValidationError`` as FastAPI's own parsing would."""
+    data = _loads(body)
+    try:
+        return EmbeddingRequest.model_validate(data)
+    except ValidationError as exc:
+        raise RequestValidationError(exc.errors(include_url=False, include_context=False)) from None
+
+
+# --- the worker process side -------------------------------------------------------------------------------------
+_LIMITS: dict[str, InputLimits] = {}
+
+
+def _init_worker(limits: InputLimits) -> None:
+    # Below the server's priority: on a busy host the event loop (health checks, small requests) runs first.
+    os.nice(WORKER_NICENESS)
+    _LIMITS["limits"] = limits
+
+
+def _decode_in_worker(body: bytes) -> tuple[str, Any]:
+    """("ok", (fields, input)) with the input normalised and compact (texts, or int64 ids and their lengths),
+    ("invalid", pydantic errors) or ("error", (class name, message)); never a multi-million-item list."""
+    from embedserve.engine.memory import release_free_memory
+
+    limits = _LIMITS["limits"]
+    try:
+        request = parse_request(body)
+        del body
+        truncate = limits.auto_truncate if request.truncate is None else request.truncate
+        items = normalize_input(
+            request.input, max_inputs=limits.max_inputs, max_chars=limits.max_chars, truncate=truncate
+        )
+        fields = request.model_dump(exclude={"input"})
+        del request
+        if items and isinstance(items[0], str):
+            return "ok", (fields, ("texts", items))
+        lengths = np.array([len(ids) for ids in items], dtype=np.int64)
+        flat = np.fromiter((t for ids in items for t in ids), dtype=np.int64, count=int(lengths.sum()))
+        return "ok", (fields, ("ids", flat, lengths))
+    except RequestValidationError as exc:
+        return "invalid", list(exc.errors())
+    except errors.EmbedServeError as exc:
+        return "error", (type(exc).__name__, exc.message, exc.param)
+    finally:
+        release_free_memory()
+
+
+def _rebuild(result: tuple[str, Any]) -> tuple[EmbeddingRequest, list[str] | list[list[int]]]:
+    kind, payload = result
+    if kind == "invalid":
+        raise RequestValidationError(payload)
+    if kind == "error":
+        name, message, param = payload
+        cls = getattr(errors, name, errors.InvalidInputError)
+        raise cls(message, param=param)
+    fields, compact = payload
+    if compact[0] == "texts":
+        return EmbeddingRequest(input="", **fields), compact[1]
+    _, flat, lengths = compact
+    ends = np.cumsum(lengths)
+    # One short C call per input (each at most max_chars ids), so other threads and the loop get the GIL between.
+    id_lists: list[list[int]] = [flat[end - n : end].tolist() for end, n in zip(ends, lengths, strict=True)]
+    return EmbeddingRequest(input="", **fields), id_lists
+
+
+# --- the server side ---------------------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class InputLimits:
+    """What a worker needs to judge an input without the model (picklable)."""
+
+    max_inputs: int
+    max_chars: int
+    auto_truncate: bool
+
+
+class BodyDecoder:
+    def __init__(self, *, workers: int, spec: InputLimits | None) -> None:
+        self.workers = workers
+        self._spec = spec
+        self._slots = asyncio.Semaphore(workers)
+        self._pool: ProcessPoolExecutor | None = None
+
+    def _executor(self) -> ProcessPoolExecutor:
+        if self._pool is None:
+            assert self._spec is not None
+            spec = self._spec
+            self._pool = ProcessPoolExecutor(
+                max_workers=self.workers,
+                mp_context=multiprocessing.get_context("spawn"),  # never fork a process holding torch's threads
+                initializer=_init_worker,
+                initargs=(spec,),
+            )
+        return self._pool
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
+
+    async def decode(self, request: Request) -> tuple[EmbeddingRequest, list[str] | list[list[int]] | None]:
+        length = request.headers.get("content-length", "")
+        if length.isdigit() and int(length) <= SMALL_BODY_BYTES:
+            return await asyncio.to_thread(parse_request, await request.body()), None
+        async with self._slots:  # waiting here holds a connection, not a body
+            body = await request.body()
+            if len(body) <= SMALL_BODY_BYTES or self._spec is None or self.workers == 0:
+                return await asyncio.to_thread(parse_request, body), None
+            try:
+                result = await asyncio.get_running_loop().run_in_executor(self._executor(), _decode_in_worker, body)
+            except BrokenProcessPool:
+                logger.warning("a body-decoding worker died; starting new ones")
+                self.close()
+                raise errors.ServiceUnavailableError(
+                    "The server could not decode this request body right now; retry.", headers={"Retry-After": "1"}
+                ) from None
+            del body
+        request_model, decoded = await asyncio.to_thread(_rebuild, result)
+        return request_model, decoded

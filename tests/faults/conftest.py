@@ -1,0 +1,81 @@
+"""Fault-suite fixtures: real ``embedserve serve`` processes (fake backend on the bge tokenizer, exact token counts)
+with a real store, and the attack helpers of ``benchmarks/`` loaded as modules."""
+
+from __future__ import annotations
+
+import importlib.util
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+from tests.faults.services import PrivatePostgres, PrivateRedis
+from tests.integration.gateway.processes import Server, create_key, start_server
+from tests.serverproc import free_port
+
+REPO = Path(__file__).resolve().parents[2]
+ADMIN_KEY = "es-admin-" + "f" * 43
+
+
+def benchmark_module(name: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@dataclass
+class KeyedServer:
+    server: Server
+    secret: str
+    key_id: str
+    data_dir: Path
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+
+@pytest.fixture(scope="module")
+def keyed_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KeyedServer]:
+    """One SQLite-backed server per module, and a key with unlimited credits."""
+    tmp = tmp_path_factory.mktemp("faults")
+    data = tmp / "data"
+    key = create_key(["--data-dir", str(data)])
+    env = {"EMBEDSERVE_DATA_DIR": str(data), "EMBEDSERVE_ADMIN_KEY": ADMIN_KEY}
+    server = start_server(port=free_port(), env=env, log_path=tmp / "server.log")
+    try:
+        yield KeyedServer(server=server, secret=key["secret"], key_id=key["id"], data_dir=data)
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def private_pg(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrivatePostgres]:
+    """A PostgreSQL cluster of our own (initdb + pg_ctl on a free port), which tests may stop and freeze."""
+    if not PrivatePostgres.available():
+        pytest.skip("PostgreSQL server binaries (/usr/lib/postgresql/*/bin) are not installed")
+    # Not under pytest's root-only temporary tree: the postgres user must be able to reach its data directory.
+    pg = PrivatePostgres(root=Path(tempfile.mkdtemp(prefix="embedserve-faults-pg-")))
+    pg.init()
+    try:
+        yield pg
+    finally:
+        pg.destroy()
+
+
+@pytest.fixture
+def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
+    if not PrivateRedis.available():
+        pytest.skip("redis-server is not installed")
+    redis = PrivateRedis(root=tmp_path / "redis")
+    redis.start()
+    try:
+        yield redis
+    finally:
+        redis.thaw() if redis.proc and redis.proc.poll() is None else None
+        redis.stop()
