@@ -138,3 +138,15 @@ class StoreError(EmbedServeError):
     """The accounting store is unreachable or inconsistent."""
 
     code = "store_error"
+
+
+class StoreUnavailableError(StoreError):
+    """The accounting database or the rate-limit store did not answer in time; retry after ``retry_after`` seconds.
+
+    Nothing was charged: a request that fails with it before inference never reserved credits, and one whose
+    settlement could not be written is settled by a retry once the store answers again.
+    """
+
+    status = 503
+    code = "store_unavailable"
+    retry_after: ClassVar[int] = 5

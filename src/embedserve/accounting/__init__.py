@@ -38,7 +38,7 @@ def build_gateway(settings: Settings) -> Gateway:
 
     url = database_url(data_dir=settings.data_dir, database_url=settings.database_url)
     return StoreGateway(
-        store=Store(url),
+        store=Store(url, timeout_s=settings.database_timeout_seconds),
         limiter=RateLimiter(redis_url=settings.redis_url),
         credits_per_1k_tokens=settings.credits_per_1k_tokens,
         admin_key=settings.admin_key,

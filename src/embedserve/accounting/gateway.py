@@ -46,6 +46,10 @@ class Gateway(Protocol):
 
     async def stop(self) -> None: ...
 
+    async def ready(self) -> bool:
+        """Whatever the gateway needs (its database) answers now; False tells a load balancer to stay away."""
+        ...
+
     async def authenticate(self, bearer: str | None) -> Principal:
         """Resolve a bearer token to a principal or raise ``AuthenticationError``."""
         ...
@@ -74,6 +78,9 @@ class OpenGateway:
 
     async def stop(self) -> None:
         return None
+
+    async def ready(self) -> bool:
+        return True
 
     async def authenticate(self, bearer: str | None) -> Principal:
         return ANONYMOUS

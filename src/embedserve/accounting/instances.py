@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Set
 from pathlib import Path
 from typing import Any
 
@@ -115,23 +115,25 @@ class InstanceRegistry:
             logger.warning("refunded %d reservations left by stopped gateway instances", refunded)
         return refunded
 
-    async def _reconcile_owner(self, owner: str) -> int:
+    async def _reconcile_owner(
+        self, owner: str, *, keep: Set[str] = frozenset(), older_than: float | None = None, forget: bool = True
+    ) -> int:
+        query = sa.select(ledger.c.id).where(ledger.c.instance_id == owner, ledger.c.status == RESERVED)
+        if older_than is not None:
+            query = query.where(ledger.c.created_at < older_than)
         async with self._store.begin() as conn:
-            ids = (
-                (
-                    await conn.execute(
-                        sa.select(ledger.c.id).where(ledger.c.instance_id == owner, ledger.c.status == RESERVED)
-                    )
-                )
-                .scalars()
-                .all()
-            )
+            ids = (await conn.execute(query)).scalars().all()
             count = 0
             for reservation_id in ids:
-                count += await refund_in(conn, reservation_id, status=RECONCILED, at=self._clock())
-            await conn.execute(instances.delete().where(instances.c.id == owner))
+                if reservation_id not in keep:
+                    count += await refund_in(conn, reservation_id, status=RECONCILED, at=self._clock())
+            if forget:
+                await conn.execute(instances.delete().where(instances.c.id == owner))
         return count
 
-    async def reconcile_own(self) -> int:
-        """At a clean stop: anything of ours still reserved never answered the client with a success."""
-        return await self._reconcile_owner(self.instance_id)
+    async def reconcile_own(self, *, keep: Set[str] | None = None, older_than: float | None = None) -> int:
+        """Refund our own reservations that no request holds: at a clean stop all of them (none answered a success);
+        while running, those older than ``older_than`` that are not in ``keep`` (the requests still in flight)."""
+        if keep is None:
+            return await self._reconcile_owner(self.instance_id)
+        return await self._reconcile_owner(self.instance_id, keep=keep, older_than=older_than, forget=False)

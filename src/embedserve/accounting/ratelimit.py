@@ -17,7 +17,9 @@ from limits.aio.storage import Storage
 from limits.aio.strategies import SlidingWindowCounterRateLimiter
 from limits.storage import storage_from_string
 
-from embedserve.errors import RateLimitExceededError, StoreError
+from embedserve.errors import RateLimitExceededError, StoreUnavailableError
+
+REDIS_TIMEOUT_S = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,7 +50,12 @@ class RateLimiter:
     def __init__(self, *, redis_url: str | None = None, clock: Callable[[], float] = time.time) -> None:
         uri = storage_uri(redis_url)
         # redis-py (a declared dependency) rather than limits' default async client, coredis.
-        options = {"implementation": "redispy"} if "redis" in uri.split("://")[0] else {}
+        # Bounded socket waits: a stopped or frozen Redis fails a request in seconds (503), never hangs it.
+        options: dict[str, float | str | bool] = (
+            {"implementation": "redispy", "socket_timeout": REDIS_TIMEOUT_S, "socket_connect_timeout": REDIS_TIMEOUT_S}
+            if "redis" in uri.split("://")[0]
+            else {}
+        )
         storage = storage_from_string(uri, **options)
         if not isinstance(storage, Storage):
             raise ValueError(f"not an asyncio rate-limit storage: {uri}")
@@ -78,7 +85,9 @@ class RateLimiter:
         except RateLimitExceededError:
             raise
         except Exception as exc:  # storage unreachable (Redis down)
-            raise StoreError("The rate-limit store is unavailable.") from exc
+            raise StoreUnavailableError(
+                "The rate-limit store is unavailable; nothing was charged. Retry after the delay given."
+            ) from exc
 
     @staticmethod
     def _reason(name: str, amount: int) -> str:

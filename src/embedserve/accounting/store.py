@@ -5,8 +5,10 @@ Also the schema version check and ``upgrade`` (Alembic, run in-process on the st
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from contextlib import AbstractAsyncContextManager
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -18,12 +20,13 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
-from embedserve.errors import StoreError
+from embedserve.errors import StoreError, StoreUnavailableError
 
 logger = logging.getLogger(__name__)
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 SQLITE_FILENAME = "embedserve.db"
+DEFAULT_TIMEOUT_S = 5.0
 
 
 def database_url(*, data_dir: Path, database_url: str | None) -> str:
@@ -59,17 +62,36 @@ def _on_sqlite_begin(conn: sa.Connection) -> None:
     conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
-class Store:
-    """Owns the async engine; ``begin()`` yields a connection inside one transaction."""
+def is_unavailable(exc: BaseException) -> bool:
+    """A database that is down, frozen or unreachable (as opposed to a query or constraint error)."""
+    if isinstance(exc, TimeoutError | OSError | sa.exc.TimeoutError):
+        return True
+    if isinstance(exc, sa.exc.DBAPIError):
+        return bool(exc.connection_invalidated) or isinstance(exc, sa.exc.OperationalError | sa.exc.InterfaceError)
+    return False
 
-    def __init__(self, url: str, *, pool_size: int = 10) -> None:
+
+class Store:
+    """Owns the async engine; ``begin()`` yields a connection inside one transaction, bounded in time.
+
+    Every connect, statement and pool wait on PostgreSQL is bounded by ``timeout_s`` (and a whole transaction by
+    three times that), so a stopped or frozen database costs a request seconds, not minutes: it fails with
+    ``StoreUnavailableError`` (503 + Retry-After) and ``available`` turns False until a transaction succeeds again.
+    """
+
+    def __init__(self, url: str, *, pool_size: int = 10, timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
+        self.available = True
         kwargs: dict[str, Any] = {"pool_pre_ping": True}
         if self.is_sqlite:
-            kwargs["connect_args"] = {"timeout": 30}
+            kwargs["connect_args"] = {"timeout": 30}  # writers queue on SQLite's lock: its own bound applies
+            self.timeout_s = 30.0
         else:
-            kwargs.update(pool_size=pool_size, max_overflow=pool_size)
+            self.timeout_s = timeout_s
+            kwargs.update(pool_size=pool_size, max_overflow=pool_size, pool_timeout=timeout_s)
+            if url.startswith("postgresql+asyncpg"):
+                kwargs["connect_args"] = {"timeout": timeout_s, "command_timeout": timeout_s}
         try:
             self.engine: AsyncEngine = create_async_engine(url, **kwargs)
         except Exception as exc:  # bad URL or missing driver
@@ -82,8 +104,32 @@ class Store:
     def safe_url(self) -> str:
         return sa.make_url(self.url).render_as_string(hide_password=True)
 
-    def begin(self) -> AbstractAsyncContextManager[AsyncConnection]:
-        return self.engine.begin()
+    @asynccontextmanager
+    async def begin(self) -> AsyncIterator[AsyncConnection]:
+        try:
+            async with asyncio.timeout(self.timeout_s * 3), self.engine.begin() as conn:
+                yield conn
+        except Exception as exc:
+            if not is_unavailable(exc):
+                raise
+            if self.available:
+                logger.warning("accounting database %s unavailable: %s", self.safe_url, type(exc).__name__)
+            self.available = False
+            raise StoreUnavailableError(
+                "The accounting database is unavailable; nothing was charged. Retry after the delay given."
+            ) from exc
+        if not self.available:
+            logger.warning("accounting database %s reachable again", self.safe_url)
+        self.available = True
+
+    async def ping(self) -> bool:
+        """One trivial transaction; False (and ``available`` False) when the database does not answer."""
+        try:
+            async with self.begin() as conn:
+                await conn.execute(sa.text("SELECT 1"))
+        except StoreUnavailableError:
+            return False
+        return True
 
     async def dispose(self) -> None:
         await self.engine.dispose()

@@ -17,9 +17,16 @@ from embedserve.accounting.instances import InstanceRegistry
 from embedserve.accounting.keys import KeyInfo, KeyRegistry, hash_secret
 from embedserve.accounting.ratelimit import Limits, RateLimiter
 from embedserve.accounting.store import Store
-from embedserve.errors import AuthenticationError, InsufficientQuotaError, PermissionDeniedError
+from embedserve.errors import (
+    AuthenticationError,
+    InsufficientQuotaError,
+    PermissionDeniedError,
+    StoreUnavailableError,
+)
 
 logger = logging.getLogger(__name__)
+
+SETTLE_RETRY_S = 1.0
 
 
 class StoreGateway:
@@ -49,6 +56,8 @@ class StoreGateway:
         self._announce = announce
         self._limits: dict[str, Limits] = {}
         self._task: asyncio.Task[None] | None = None
+        self._in_flight: set[str] = set()  # reservations admitted here and not settled yet
+        self._unsettled: dict[str, tuple[Reservation, bool]] = {}  # settlements the database refused, retried
 
     async def start(self) -> None:
         # SQLite is the single-host default: bring it to head. A shared PostgreSQL is upgraded by the operator.
@@ -65,13 +74,41 @@ class StoreGateway:
         self._task = asyncio.create_task(self._keep_alive(), name="embedserve-gateway-heartbeat")
 
     async def _keep_alive(self) -> None:
+        """Retry deferred settlements every second; heartbeat, reconcile peers and sweep our own every lease/3."""
+        beat = time.monotonic()
         while True:
-            await asyncio.sleep(self._lease_s / 3)
+            await asyncio.sleep(min(SETTLE_RETRY_S, self._lease_s / 3))
             try:
-                await self.instances.heartbeat()
-                await self.instances.reconcile()
+                await self._retry_settlements()
+                if time.monotonic() - beat >= self._lease_s / 3:
+                    beat = time.monotonic()
+                    await self.instances.heartbeat()
+                    await self.instances.reconcile()
+                    await self._sweep_own()
+            except StoreUnavailableError:
+                pass  # logged once by the store when it went away; retried on the next tick
             except Exception:
                 logger.exception("gateway heartbeat failed")
+
+    async def _retry_settlements(self) -> None:
+        for reservation_id, (reservation, ok) in list(self._unsettled.items()):
+            if ok:
+                await self.ledger.charge(reservation)
+            else:
+                await self.ledger.refund(reservation_id)
+            del self._unsettled[reservation_id]
+            logger.info("deferred settlement of reservation %s written (charged: %s)", reservation_id, ok)
+
+    async def _sweep_own(self) -> None:
+        """Our own reservations that no request of ours holds any more (and older than the lease) are refunded."""
+        keep = self._in_flight | set(self._unsettled)
+        swept = await self.instances.reconcile_own(keep=keep, older_than=self.clock() - self._lease_s)
+        if swept:
+            logger.warning("refunded %d stale reservations of this process", swept)
+
+    async def ready(self) -> bool:
+        """The database answers (one bounded round trip); a load balancer should stop sending traffic if not."""
+        return await self.store.ping()
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -80,8 +117,15 @@ class StoreGateway:
                 await self._task
             self._task = None
         try:
+            await self._retry_settlements()
             await self.instances.deregister()
             await self.instances.reconcile_own()
+        except StoreUnavailableError:
+            logger.warning(
+                "the database is unavailable at stop: %d settlements unwritten; a peer (or the next start) "
+                "refunds what this process left reserved",
+                len(self._unsettled),
+            )
         finally:
             await self.store.dispose()
 
@@ -136,6 +180,7 @@ class StoreGateway:
         except InsufficientQuotaError as exc:
             exc.headers.update(headers)
             raise
+        self._in_flight.add(reservation.id)
         return Admission(
             principal=principal,
             request_id=request_id,
@@ -152,7 +197,25 @@ class StoreGateway:
             id=admission.reservation_id, key_id=admission.principal.key_id, credits=admission.credits
         )
         # Shielded: a client that goes away cancels the request task, but the ledger write must finish.
-        if ok:
-            await asyncio.shield(self.ledger.charge(reservation))
-        else:
-            await asyncio.shield(self.ledger.refund(reservation.id))
+        charged = await asyncio.shield(self._settle_or_defer(reservation, ok=ok))
+        if ok and not charged:
+            # Fenced: our reservation was reconciled away (this process was taken for dead) and the key cannot pay
+            # again, so the result must not be sent.
+            raise InsufficientQuotaError(
+                f"This request's reservation of {admission.credits} credits lapsed while this server was "
+                "unresponsive, and your key no longer has the credits to pay for it; nothing was charged."
+            )
+
+    async def _settle_or_defer(self, reservation: Reservation, *, ok: bool) -> bool:
+        """Charge or refund; if the database is unavailable, keep it for the retry loop (the charge stands)."""
+        try:
+            if ok:
+                return await self.ledger.charge(reservation)
+            await self.ledger.refund(reservation.id)
+            return False
+        except StoreUnavailableError:
+            self._unsettled[reservation.id] = (reservation, ok)
+            logger.warning("settlement of reservation %s deferred: the database is unavailable", reservation.id)
+            return ok  # a charge's credits were debited at reservation: the result is paid for
+        finally:
+            self._in_flight.discard(reservation.id)

@@ -31,6 +31,8 @@ def error_response(exc: errors.EmbedServeError, request: Request | None = None) 
     if request is not None and hasattr(request.app.state, "metrics"):  # ops wiring: errors by type
         observe_error(request.app.state.metrics, type=exc.type, code=exc.code)
     headers = dict(exc.headers)
+    if isinstance(exc, errors.StoreUnavailableError):
+        headers.setdefault("retry-after", str(exc.retry_after))
     if exc.status in _NO_RETRY:
         headers.setdefault("x-should-retry", "false")
     body = error_body(message=exc.message, type=exc.type, param=exc.param, code=exc.code)
