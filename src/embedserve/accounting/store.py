@@ -67,7 +67,22 @@ def is_unavailable(exc: BaseException) -> bool:
     if isinstance(exc, TimeoutError | OSError | sa.exc.TimeoutError):
         return True
     if isinstance(exc, sa.exc.DBAPIError):
-        return bool(exc.connection_invalidated) or isinstance(exc, sa.exc.OperationalError | sa.exc.InterfaceError)
+        if exc.connection_invalidated or isinstance(exc, sa.exc.OperationalError | sa.exc.InterfaceError):
+            return True
+        return _connection_sqlstate(exc)
+    return False
+
+
+def _connection_sqlstate(exc: BaseException) -> bool:
+    """SQLSTATE class 08 (connection exception) or 57P (shutting down, starting up) anywhere in the cause chain."""
+    seen: BaseException | None = exc
+    for _ in range(8):
+        if seen is None:
+            return False
+        state = getattr(seen, "sqlstate", None) or getattr(getattr(seen, "orig", None), "sqlstate", None)
+        if isinstance(state, str) and (state.startswith("08") or state.startswith("57P")):
+            return True
+        seen = seen.__cause__
     return False
 
 
