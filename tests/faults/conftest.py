@@ -5,14 +5,17 @@ from __future__ import annotations
 
 import importlib.util
 import tempfile
-from collections.abc import Iterator
+import uuid
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 
+import asyncpg
 import pytest
 
 from tests.faults.services import PrivatePostgres, PrivateRedis
+from tests.gateway_support import upgraded
 from tests.integration.gateway.processes import Server, create_key, start_server
 from tests.serverproc import free_port
 
@@ -79,3 +82,16 @@ def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
     finally:
         redis.thaw() if redis.proc and redis.proc.poll() is None else None
         redis.stop()
+
+
+@pytest.fixture
+async def pg_db(private_pg: PrivatePostgres) -> AsyncIterator[str]:
+    name = f"faults_{uuid.uuid4().hex[:10]}"
+    conn = await asyncpg.connect(private_pg.dsn())
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    url = private_pg.url(name)
+    await upgraded(url)
+    yield url

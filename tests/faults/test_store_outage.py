@@ -5,13 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 
-import asyncpg
 import httpx
-import pytest
 import sqlalchemy as sa
 
 from embedserve.accounting.ratelimit import Limits, RateLimiter
@@ -25,19 +21,6 @@ from tests.integration.gateway.processes import Server, create_key, start_server
 from tests.serverproc import free_port
 
 SEED = {"input": "Laura is a DJ.", "model": "BAAI/bge-large-en-v1.5"}
-
-
-@pytest.fixture
-async def pg_db(private_pg: PrivatePostgres) -> AsyncIterator[str]:
-    name = f"faults_{uuid.uuid4().hex[:10]}"
-    conn = await asyncpg.connect(private_pg.dsn())
-    try:
-        await conn.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await conn.close()
-    url = private_pg.url(name)
-    await upgraded(url)
-    yield url
 
 
 async def _rows(url: str, key_id: str) -> tuple[int | None, dict[str, int]]:

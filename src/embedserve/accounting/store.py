@@ -106,7 +106,11 @@ class Store:
             self.timeout_s = timeout_s
             kwargs.update(pool_size=pool_size, max_overflow=pool_size, pool_timeout=timeout_s)
             if url.startswith("postgresql+asyncpg"):
-                kwargs["connect_args"] = {"timeout": timeout_s, "command_timeout": timeout_s}
+                ms = str(int(timeout_s * 1000))
+                # Server side too: a replica frozen (SIGSTOP) inside a transaction would hold its row locks, and so
+                # stall every other replica on that key, until PostgreSQL ends its idle transaction.
+                server = {"idle_in_transaction_session_timeout": ms, "statement_timeout": ms, "lock_timeout": ms}
+                kwargs["connect_args"] = {"timeout": timeout_s, "command_timeout": timeout_s, "server_settings": server}
         try:
             self.engine: AsyncEngine = create_async_engine(url, **kwargs)
         except Exception as exc:  # bad URL or missing driver
