@@ -69,6 +69,9 @@ _SERVER_FLAGS: dict[str, dict[str, Any]] = {
     "--log-level": {"choices": ["debug", "info", "warning", "error"]},
     "--log-format": {"choices": ["text", "json"]},
     "--shutdown-timeout": {"type": float, "help": "seconds to finish queued work on SIGTERM"},
+    "--header-timeout-seconds": {"type": float, "help": "a request's headers must arrive within this (default 10)"},
+    "--body-timeout-seconds": {"type": float, "help": "and its body within this of its headers (default 60)"},
+    "--max-connections": {"type": int, "help": "open connections past this get 503 (default: file limit - 10%%)"},
     "--metrics-port": {"type": int, "help": "serve /metrics openly on this port"},
 }
 _GATEWAY_FLAGS: dict[str, dict[str, Any]] = {

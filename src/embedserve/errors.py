@@ -96,6 +96,14 @@ class PermissionDeniedError(EmbedServeError):
     code = "permission_denied"
 
 
+class ClientDisconnectedError(EmbedServeError):
+    """The client hung up before its response was ready (nginx's 499): logged, not an error; nothing is sent."""
+
+    status = 499
+    type = "invalid_request_error"
+    code = "client_closed_request"
+
+
 class InsufficientQuotaError(EmbedServeError):
     status = 402
     type = "insufficient_quota"

@@ -101,5 +101,5 @@ def log_request(
         "inference_ms": None if inference_ms is None else round(inference_ms, 3),
     }
     fields = {k: v for k, v in fields.items() if v is not None}
-    level = logging.ERROR if status >= 500 else logging.INFO
+    level = logging.ERROR if status >= 500 else logging.INFO  # 499 (the client hung up) is not our error
     logger.log(level, "%s %s %d", method, path, status, extra={FIELDS_ATTR: fields})

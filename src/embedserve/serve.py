@@ -7,16 +7,26 @@ includes their queued engine work; the lifespan then stops the engine and the ga
 from __future__ import annotations
 
 import logging
+import resource
 import signal
 import sys
 
 import uvicorn
 
 from embedserve.errors import EmbedServeError
+from embedserve.http_protocol import guarded_protocol
 from embedserve.logs import configure_logging
 from embedserve.settings import Settings
 
 logger = logging.getLogger(__name__)
+
+
+def default_max_connections() -> int:
+    """Leave 10% of the file-descriptor limit (at least 64) for the database pool, workers and logs."""
+    soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return 10_000
+    return max(16, soft - max(64, soft // 10))
 
 
 def _configure_logging(settings: Settings) -> None:
@@ -73,10 +83,16 @@ async def run_server(settings: Settings) -> int:
         print(f"embedserve: could not start the engine: {exc.message}", file=sys.stderr)
         return 2
     app = create_app(settings, engine=engine, metrics=metrics)
+    app.state.warm_body_workers = True
     config = uvicorn.Config(
         app,
         host=settings.host,
         port=settings.port,
+        http=guarded_protocol(
+            header_timeout=settings.header_timeout_seconds,
+            body_timeout=settings.body_timeout_seconds,
+            max_connections=settings.max_connections or default_max_connections(),
+        ),
         log_level=settings.log_level,
         timeout_graceful_shutdown=int(settings.shutdown_timeout) or None,
         lifespan="on",

@@ -7,6 +7,7 @@ import importlib.util
 import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -43,18 +44,24 @@ class KeyedServer:
         return self.server.url
 
 
-@pytest.fixture(scope="module")
-def keyed_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KeyedServer]:
-    """One SQLite-backed server per module, and a key with unlimited credits."""
-    tmp = tmp_path_factory.mktemp("faults")
+@contextmanager
+def keyed_server_with(tmp: Path, env: dict[str, str] | None = None, **key_options: int) -> Iterator[KeyedServer]:
+    """A SQLite-backed server (fake backend) and a key (unlimited credits unless given)."""
     data = tmp / "data"
-    key = create_key(["--data-dir", str(data)])
-    env = {"EMBEDSERVE_DATA_DIR": str(data), "EMBEDSERVE_ADMIN_KEY": ADMIN_KEY}
-    server = start_server(port=free_port(), env=env, log_path=tmp / "server.log")
+    key = create_key(["--data-dir", str(data)], **key_options)
+    full_env = {"EMBEDSERVE_DATA_DIR": str(data), "EMBEDSERVE_ADMIN_KEY": ADMIN_KEY, **(env or {})}
+    server = start_server(port=free_port(), env=full_env, log_path=tmp / "server.log")
     try:
         yield KeyedServer(server=server, secret=key["secret"], key_id=key["id"], data_dir=data)
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="module")
+def keyed_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KeyedServer]:
+    """One SQLite-backed server per module, and a key with unlimited credits."""
+    with keyed_server_with(tmp_path_factory.mktemp("faults")) as server:
+        yield server
 
 
 @pytest.fixture(scope="session")

@@ -23,7 +23,7 @@ import numpy as np
 import orjson
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 
 from embedserve import errors
 from embedserve.api.protocol import EmbeddingRequest
@@ -112,6 +112,13 @@ def _rebuild(result: tuple[str, Any]) -> tuple[EmbeddingRequest, list[str] | lis
     return EmbeddingRequest(input="", **fields), id_lists
 
 
+async def _body(request: Request) -> bytes:
+    try:
+        return await request.body()
+    except ClientDisconnect:  # it hung up while its body was waiting to be read: nothing to do for it
+        raise errors.ClientDisconnectedError("The client closed the connection before its body was read.") from None
+
+
 # --- the server side ---------------------------------------------------------------------------------------------
 @dataclass(frozen=True, slots=True)
 class InputLimits:
@@ -141,6 +148,13 @@ class BodyDecoder:
             )
         return self._pool
 
+    def warm(self) -> None:
+        """Start the worker processes now, in the background, so the first big body does not wait for a spawn."""
+        if self._spec is not None and self.workers > 0:
+            pool = self._executor()
+            for _ in range(self.workers):
+                pool.submit(int)
+
     def close(self) -> None:
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
@@ -149,9 +163,9 @@ class BodyDecoder:
     async def decode(self, request: Request) -> tuple[EmbeddingRequest, list[str] | list[list[int]] | None]:
         length = request.headers.get("content-length", "")
         if length.isdigit() and int(length) <= SMALL_BODY_BYTES:
-            return await asyncio.to_thread(parse_request, await request.body()), None
+            return await asyncio.to_thread(parse_request, await _body(request)), None
         async with self._slots:  # waiting here holds a connection, not a body
-            body = await request.body()
+            body = await _body(request)
             if len(body) <= SMALL_BODY_BYTES or self._spec is None or self.workers == 0:
                 return await asyncio.to_thread(parse_request, body), None
             try:

@@ -6,6 +6,7 @@ its traceback, and answered with a generic OpenAI-shaped 500 that carries the re
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import time
@@ -94,6 +95,16 @@ class RequestContextMiddleware:
             if not response_started:
                 error = errors.RequestTooLargeError(str(exc.detail))
                 await error_response(error, Request(scope))(scope, receive, send_with_id)
+        except asyncio.CancelledError:
+            # The server cancelled this request (its shutdown timeout ran out): answer in the envelope, not
+            # uvicorn's plain-text 500. The embed work was cancelled and refunded on the way out.
+            logger.warning("request %s cancelled by the server's shutdown", request_id)
+            if not response_started:
+                gone = errors.ServiceUnavailableError(
+                    "The server shut down before this request finished; it was not charged. Retry.",
+                    headers={"retry-after": "1", "connection": "close"},
+                )
+                await error_response(gone, Request(scope))(scope, receive, send_with_id)
         except Exception:
             logger.exception("unhandled error in request %s", request_id)
             if not response_started:

@@ -11,6 +11,7 @@ from typing import Annotated, TypeVar
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
+from embedserve import errors
 from embedserve.accounting.gateway import Principal
 from embedserve.api.bodies import BodyDecoder
 from embedserve.api.deps import get_engine, get_principal, get_service, request_id
@@ -21,6 +22,7 @@ from embedserve.service import EmbedRequest, EmbedResult
 
 router = APIRouter(tags=["embeddings"])
 T = TypeVar("T")
+_SETTLE_GRACE_S = 5.0  # how long a cancelled request waits for its refund to be written
 
 _ERRORS: dict[int | str, dict[str, object]] = {
     code: {"model": ErrorResponse} for code in (400, 401, 402, 404, 413, 429, 500, 503)
@@ -28,15 +30,24 @@ _ERRORS: dict[int | str, dict[str, object]] = {
 
 
 async def _cancel_on_disconnect(request: Request, work: Awaitable[T]) -> T:
-    """Run ``work`` but cancel it if the client disconnects, so its queued inputs are skipped and refunded."""
+    """Run ``work`` but cancel it if the client disconnects, so its queued inputs are skipped and refunded.
+
+    Cancelled from outside (the shutdown timeout ran out) the work is cancelled too, and given a moment to refund,
+    so a request that gets no result is never charged."""
     task = asyncio.ensure_future(work)
     watcher = asyncio.ensure_future(_wait_disconnect(request))
     try:
         await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    except BaseException:
+        task.cancel()
+        await asyncio.wait({task}, timeout=_SETTLE_GRACE_S)
+        raise
     finally:
         watcher.cancel()
     if not task.done():
         task.cancel()
+        await asyncio.wait({task}, timeout=_SETTLE_GRACE_S)
+        raise errors.ClientDisconnectedError("The client closed the connection before the response was ready.")
     return await task
 
 
