@@ -12,6 +12,8 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from pydantic import ValidationError
+
 from embedserve import __version__
 from embedserve.errors import EmbedServeError
 from embedserve.settings import DEFAULT_MODEL, Settings
@@ -76,7 +78,8 @@ _SERVER_FLAGS: dict[str, dict[str, Any]] = {
 }
 _GATEWAY_FLAGS: dict[str, dict[str, Any]] = {
     "--no-auth": {"dest": "auth", "action": "store_const", "const": False, "help": "serve without API keys"},
-    "--admin-key": {"help": "the operator key for /admin and /metrics"},
+    "--admin-key": {"help": "the operator key for /admin and /metrics (shows in ps: prefer the next two)"},
+    "--admin-key-file": {"help": "read the admin key from this file (or set EMBEDSERVE_ADMIN_KEY)"},
     "--data-dir": {"help": "where the SQLite store lives (default $XDG_DATA_HOME/embedserve)"},
     "--database-url": {"help": "e.g. postgresql+asyncpg://user@host/db for several replicas"},
     "--redis-url": {"help": "shared rate-limit storage for several replicas, e.g. redis://host:6379/0"},
@@ -132,11 +135,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     func = args.func
     del args.func, args.command
+    if getattr(args, "admin_key", None):
+        print(
+            "embedserve: warning: --admin-key is visible to every user of this host (ps); "
+            "prefer EMBEDSERVE_ADMIN_KEY or --admin-key-file",
+            file=sys.stderr,
+        )
     try:
         settings = build_settings(args)
         return int(func(args, settings))
     except EmbedServeError as exc:
         print(f"embedserve: error: {exc.message}", file=sys.stderr)
+        return 2
+    except ValidationError as exc:
+        reasons = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}" for e in exc.errors())
+        print(f"embedserve: error: invalid settings: {reasons}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

@@ -8,14 +8,15 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_MODEL = "BAAI/bge-large-en-v1.5"
 BGE_QUERY_INSTRUCTION = "Represent this sentence for searching relevant passages: "
 
+MIN_ADMIN_KEY_CHARS = 20
 LoadFormat = Literal["auto", "safetensors", "dummy"]
 BackendName = Literal["auto", "torch", "onnx", "fake"]
 DType = Literal["auto", "float32", "bfloat16", "float16", "int8"]
@@ -74,11 +75,33 @@ class Settings(BaseSettings):
     metrics_port: int | None = None
 
     auth: bool = True
-    admin_key: str | None = None
+    admin_key: str | None = None  # prefer EMBEDSERVE_ADMIN_KEY or admin_key_file: a command-line flag shows in ps
+    admin_key_file: Path | None = None
     data_dir: Path = Field(default_factory=default_data_dir)
     database_url: str | None = None
     redis_url: str | None = None
     credits_per_1k_tokens: float = Field(default=1.0, ge=0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _read_admin_key_file(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("admin_key_file") and not data.get("admin_key"):
+            path = Path(data["admin_key_file"])
+            try:
+                data = {**data, "admin_key": path.read_text(encoding="utf-8").strip()}
+            except OSError as exc:
+                raise ValueError(f"cannot read the admin key file {path}: {exc.strerror}") from None
+        return data
+
+    @field_validator("admin_key")
+    @classmethod
+    def _strong_admin_key(cls, value: str | None) -> str | None:
+        if value is not None and (len(value) < MIN_ADMIN_KEY_CHARS or len(set(value)) < 8):
+            raise ValueError(
+                f"the admin key must be at least {MIN_ADMIN_KEY_CHARS} characters with 8 distinct ones; "
+                "generate one with: python -c 'import secrets; print(secrets.token_urlsafe(32))'"
+            )
+        return value
 
     # gateway
     default_rpm: int | None = Field(default=None, ge=0)  # for keys created without --rpm; None or 0: unlimited

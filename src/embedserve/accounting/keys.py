@@ -83,9 +83,15 @@ def _info(row: Any) -> KeyInfo:
     )
 
 
-def _nonnegative(value: int | None, name: str) -> None:
+MAX_CREDITS = 10**15  # a balance or an amount; far under BIGINT, and exact as a JSON number in any client
+MAX_PER_MINUTE = 2**31 - 1  # rpm / tpm are INTEGER columns
+
+
+def _nonnegative(value: int | None, name: str, *, upper: int = MAX_CREDITS) -> None:
     if value is not None and value < 0:
         raise InvalidRequestError(f"'{name}' must be 0 or more, got {value}.", param=name)
+    if value is not None and value > upper:
+        raise InvalidRequestError(f"'{name}' must be at most {upper}, got {value}.", param=name)
 
 
 class KeyRegistry:
@@ -104,8 +110,9 @@ class KeyRegistry:
         rpm: int | None = None,
         tpm: int | None = None,
     ) -> tuple[sa.Insert, str, str]:
-        for value, label in ((credits, "credits"), (rpm, "rpm"), (tpm, "tpm")):
-            _nonnegative(value, label)
+        _nonnegative(credits, "credits")
+        for value, label in ((rpm, "rpm"), (tpm, "tpm")):
+            _nonnegative(value, label, upper=MAX_PER_MINUTE)
         if not name.strip() or len(name) > 200:
             raise InvalidRequestError("'name' must be 1 to 200 characters.", param="name")
         secret = new_secret(admin=admin)
@@ -164,16 +171,20 @@ class KeyRegistry:
 
     async def add_credits(self, key_id: str, amount: int) -> KeyInfo:
         """Add (or, negative, remove) credits in one UPDATE; removing more than the balance stops at 0."""
+        if abs(amount) > MAX_CREDITS:
+            raise InvalidRequestError(f"'amount' must be between -{MAX_CREDITS} and {MAX_CREDITS}.", param="amount")
         info = await self.get(key_id)
         if info.credits is None:
             raise InvalidRequestError(f"Key '{key_id}' has unlimited credits.", param="key_id")
         new_balance = api_keys.c.credits + amount
         async with self._store.begin() as conn:
-            await conn.execute(
+            done = await conn.execute(
                 api_keys.update()
-                .where(api_keys.c.id == key_id, api_keys.c.credits.is_not(None))
+                .where(api_keys.c.id == key_id, api_keys.c.credits.is_not(None), new_balance <= MAX_CREDITS)
                 .values(credits=sa.case((new_balance < 0, 0), else_=new_balance))
             )
+        if done.rowcount == 0:
+            raise InvalidRequestError(f"A balance may not exceed {MAX_CREDITS} credits.", param="amount")
         return await self.get(key_id)
 
     async def find(self, secret: str, *, kind: str) -> KeyInfo | None:

@@ -43,7 +43,11 @@ async def test_two_server_processes_share_postgresql_and_redis(pg_url: str, redi
     n, start = 40, 25
     key = create_key(store_args, credits=start)
     limited = create_key(store_args, rpm=3)
-    env = {"EMBEDSERVE_DATABASE_URL": pg_url, "EMBEDSERVE_REDIS_URL": redis_url, "EMBEDSERVE_ADMIN_KEY": "adm"}
+    env = {
+        "EMBEDSERVE_DATABASE_URL": pg_url,
+        "EMBEDSERVE_REDIS_URL": redis_url,
+        "EMBEDSERVE_ADMIN_KEY": "adm-0123456789-abcdefgh",
+    }
     with servers(2, env=env, tmp_path=tmp_path) as (a, b):
         async with httpx.AsyncClient(timeout=30) as client:
 
@@ -68,7 +72,7 @@ async def test_kill_9_during_a_burst_loses_no_charge_and_leaves_no_reservation(t
     url = f"sqlite+aiosqlite:///{data / 'embedserve.db'}"
     start = 10_000_000
     key = create_key(["--data-dir", str(data)], credits=start)
-    env = {"EMBEDSERVE_DATA_DIR": str(data), "EMBEDSERVE_ADMIN_KEY": "adm"}
+    env = {"EMBEDSERVE_DATA_DIR": str(data), "EMBEDSERVE_ADMIN_KEY": "adm-0123456789-abcdefgh"}
     port = free_port()
     server = start_server(port=port, env=env, log_path=tmp_path / "before.log")
     succeeded: list[str] = []

@@ -21,7 +21,9 @@ MODEL = "BAAI/bge-large-en-v1.5"
 
 @pytest.fixture
 async def app(tmp_path: Path) -> AsyncIterator[FastAPI]:
-    application = create_app(Settings(data_dir=tmp_path, admin_key="adm"), engine=cast(Any, StubEngine()))
+    application = create_app(
+        Settings(data_dir=tmp_path, admin_key="adm-0123456789-abcdefgh"), engine=cast(Any, StubEngine())
+    )
     async with application.router.lifespan_context(application):
         yield application
 
