@@ -16,10 +16,12 @@ dequantisation ops this measured 29.3 -> 24.6 ms for 2048 rows and 0.38 -> 0.23 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 
 import torch
 from torch import nn
+
+from embedserve.engine.hadamard import HadamardRotation, fold_rotation
 
 _QMAX = 127.0
 _ZERO_POINT = 128  # uint8 activations carry the symmetric int8 value + 128
@@ -52,11 +54,16 @@ def int8_linear_available() -> bool:
 class Int8Linear(nn.Module):
     """Drop-in for ``nn.Linear`` at inference: int8 weights, activations quantised per token on the fly.
 
-    ``smooth`` divides the activations' input channels (and multiplies the weight's); ``outliers`` names input
-    channels computed in fp32 instead: they are zeroed before the per-token scale is taken, so they no longer set it.
+    ``rotation`` (orthogonal ``T``) turns the input into ``T x`` online and the weight into ``W T^T`` at build, the
+    same product with outliers spread over all channels; ``smooth`` and ``outliers`` then act on the rotated
+    channels. ``smooth`` divides the activations' input channels (and multiplies the weight's); ``outliers`` names
+    input channels computed in fp32 instead: they are zeroed before the per-token scale is taken, so they no longer
+    set it. ``emulate`` computes the same integer products in float64 instead of oneDNN's kernel: any CPU, far
+    slower, for fidelity measurements only (never served).
     """
 
-    packed_weight: torch.Tensor
+    packed_weight: torch.Tensor | None
+    weight_q_t: torch.Tensor | None
     weight_scale: torch.Tensor
     weight_zero_point: torch.Tensor
     bias: torch.Tensor
@@ -65,10 +72,19 @@ class Int8Linear(nn.Module):
     outlier_weight_t: torch.Tensor | None
 
     def __init__(
-        self, linear: nn.Linear, smooth: torch.Tensor | None = None, outliers: torch.Tensor | None = None
+        self,
+        linear: nn.Linear,
+        smooth: torch.Tensor | None = None,
+        outliers: torch.Tensor | None = None,
+        *,
+        rotation: HadamardRotation | None = None,
+        emulate: bool = False,
     ) -> None:
         super().__init__()
         original = linear.weight.detach().float()
+        self.rotation = rotation
+        if rotation is not None:
+            original = fold_rotation(original, rotation)
         weight = original * smooth[None, :] if smooth is not None else original.clone()
         factor = (1.0 / smooth).float() if smooth is not None else None
         if outliers is not None and outliers.numel():
@@ -81,7 +97,9 @@ class Int8Linear(nn.Module):
             self.outliers = self.outlier_weight_t = None
         self.register_buffer("act_factor", factor)
         q, scale = _quantize_rows(weight)
-        self.register_buffer("packed_weight", torch.ops.onednn.qlinear_prepack(q, None))  # oneDNN's blocked layout
+        packed = None if emulate else torch.ops.onednn.qlinear_prepack(q, None)  # oneDNN's blocked layout
+        self.register_buffer("packed_weight", packed)
+        self.register_buffer("weight_q_t", q.t().double().contiguous() if emulate else None)
         self.register_buffer("weight_scale", scale.squeeze(1).contiguous())  # (out,)
         self.register_buffer("weight_zero_point", torch.zeros(q.shape[0], dtype=torch.int64))
         bias = linear.bias.detach().float() if linear.bias is not None else torch.zeros(weight.shape[0])
@@ -92,22 +110,43 @@ class Int8Linear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shape = x.shape
         rows = x.reshape(-1, self.in_features).float()
+        rotated = self.rotation is not None
+        if self.rotation is not None:
+            rows = self.rotation(rows)
         bias = self.bias
         if self.outliers is not None and self.outlier_weight_t is not None:
             bias = torch.addmm(bias, rows[:, self.outliers], self.outlier_weight_t)
         # smoothing, and the outlier channels zeroed, in a copy the quantisation may overwrite
-        rows = rows * self.act_factor if self.act_factor is not None else rows.clone()
+        if self.act_factor is not None:
+            rows = rows * self.act_factor
+        elif not rotated:
+            rows = rows.clone()
         q, scale = _quantize_rows_shifted_(rows)
-        out = torch.ops.onednn.qlinear_pointwise.tensor(
-            q, _ONE, _ZERO_POINT_T, self.packed_weight, self.weight_scale, self.weight_zero_point,
-            None, 1.0, 0, torch.float32, "none", [], "",
-        )  # fmt: skip
+        out = self._int8_product(q)
         out = torch.addcmul(bias, out, scale, out=out)  # the per-token scales, and the bias, in one pass
         return out.reshape(*shape[:-1], self.out_features).to(x.dtype)
 
+    def _int8_product(self, q: torch.Tensor) -> torch.Tensor:
+        """``(q - 128) @ Wq^T * weight_scale`` in fp32: oneDNN's kernel, or the same integer sums in float64
+        (exact: ``|sum| <= n * 127^2`` stays far below 2^53) where ``emulate`` was asked for."""
+        if self.weight_q_t is not None:
+            return (q.double().sub_(_ZERO_POINT) @ self.weight_q_t).float().mul_(self.weight_scale)
+        return torch.ops.onednn.qlinear_pointwise.tensor(  # type: ignore[no-any-return]
+            q, _ONE, _ZERO_POINT_T, self.packed_weight, self.weight_scale, self.weight_zero_point,
+            None, 1.0, 0, torch.float32, "none", [], "",
+        )  # fmt: skip
 
-def activation_maxima(model: nn.Module, run: Callable[[], object], names: Iterable[str]) -> dict[str, torch.Tensor]:
-    """Per-input-channel max |x| seen by each named ``nn.Linear`` while ``run()`` drives the model."""
+
+def activation_maxima(
+    model: nn.Module,
+    run: Callable[[], object],
+    names: Iterable[str],
+    *,
+    rotations: Mapping[str, HadamardRotation] | None = None,
+) -> dict[str, torch.Tensor]:
+    """Per-input-channel max |x| seen by each named ``nn.Linear`` while ``run()`` drives the model; of ``T x`` for
+    the layers ``rotations`` names (the channels their ``Int8Linear`` will quantise)."""
+    rotations = rotations or {}
     wanted = set(names)
     maxima: dict[str, torch.Tensor] = {}
     handles = []
@@ -116,7 +155,10 @@ def activation_maxima(model: nn.Module, run: Callable[[], object], names: Iterab
             continue
 
         def hook(_m: nn.Module, args: tuple[torch.Tensor, ...], *, key: str = name) -> None:
-            cur = args[0].detach().float().reshape(-1, args[0].shape[-1]).abs().amax(dim=0)
+            rows = args[0].detach().float().reshape(-1, args[0].shape[-1])
+            if key in rotations:
+                rows = rotations[key](rows)
+            cur = rows.abs().amax(dim=0)
             maxima[key] = torch.maximum(maxima[key], cur) if key in maxima else cur
 
         handles.append(module.register_forward_pre_hook(hook))
@@ -157,9 +199,13 @@ def quantize_linears(
     act_max: dict[str, torch.Tensor] | None = None,
     alpha: float = 0.5,
     outliers: int = 0,
+    rotations: Mapping[str, HadamardRotation] | None = None,
+    emulate: bool = False,
 ) -> list[str]:
-    """Replace every ``nn.Linear`` not skipped by an ``Int8Linear``: smoothed where ``act_max`` has its name, with the
-    ``outliers`` input channels largest after smoothing kept in fp32."""
+    """Replace every ``nn.Linear`` not skipped by an ``Int8Linear``: rotated where ``rotations`` has its name,
+    smoothed where ``act_max`` has it (maxima of the rotated input for a rotated layer), with the ``outliers`` input
+    channels largest after smoothing kept in fp32."""
+    rotations = rotations or {}
 
     def build(full: str, linear: nn.Linear) -> nn.Module | None:
         if skip(full):
@@ -169,7 +215,7 @@ def quantize_linears(
             smooth = smoothing_factors(act_max[full], linear.weight, alpha)
             if outliers:
                 kept = torch.topk(act_max[full] / smooth, min(outliers, linear.in_features)).indices
-        return Int8Linear(linear, smooth, kept)
+        return Int8Linear(linear, smooth, kept, rotation=rotations.get(full), emulate=emulate)
 
     return replace_linears(model, build)
 

@@ -23,17 +23,10 @@ from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from embedserve.engine.bert import BertEncoder, fuse_qkv, init_dummy_weights, load_state
+from embedserve.engine.int8_recipe import SMOOTHED_FLOAT_FFN_OUT, Int8Recipe, quantize_encoder
 from embedserve.engine.loading import LoadedModel
 from embedserve.engine.pooling import pool
-from embedserve.engine.quant import (
-    CALIBRATION_TEXTS,
-    BF16Linear,
-    activation_maxima,
-    int8_linear_available,
-    is_ffn_output,
-    quantize_linears,
-    replace_linears,
-)
+from embedserve.engine.quant import CALIBRATION_TEXTS, int8_linear_available, replace_linears
 from embedserve.errors import InvalidRequestError, ModelLoadError
 from embedserve.settings import EngineSettings
 
@@ -126,15 +119,18 @@ def build_encoder(model: LoadedModel) -> BertEncoder:
     return encoder.eval()
 
 
-OUTLIER_CHANNELS = 16
-"""Input channels per layer kept in fp32 by the int8 path. MiniLM min cosine vs fp32 over 520 sentences:
-0 -> 0.99845, 4 -> 0.99913, 8 -> 0.99927, 16 -> 0.99935, 32 -> 0.99943 (docs/performance-history.md, "int8
-attempts"); each costs little."""
+INT8_RECIPE = SMOOTHED_FLOAT_FFN_OUT
+"""What ``--dtype int8`` builds. Outlier channels (16 per layer kept in fp32), MiniLM min cosine vs fp32 over 520
+sentences: 0 -> 0.99845, 4 -> 0.99913, 8 -> 0.99927, 16 -> 0.99935, 32 -> 0.99943 (docs/performance-history.md,
+"int8 attempts"). The rotated int8-everywhere recipes measured 0.99796-0.99846 (docs/int8-rotation.md): not yet."""
 
 
-def build_int8_encoder(model: LoadedModel) -> BertEncoder:
-    """W8A8 (per-token activations, per-channel weights, SmoothQuant-calibrated, 16 outlier channels in fp32) for every
-    matmul but the FFN's down projection, which runs in bf16 where the CPU has it (fp32 otherwise)."""
+def build_int8_encoder(
+    model: LoadedModel, *, recipe: Int8Recipe = INT8_RECIPE, emulate: bool = False, bf16: bool | None = None
+) -> BertEncoder:
+    """W8A8 (per-token activations, per-channel weights) as ``recipe`` says, calibrated on fixed texts. ``emulate``
+    builds the float64 emulation of the same integer arithmetic (any CPU; fidelity measurements only); ``bf16``
+    (default: whether the CPU has it) is how a layer the recipe keeps out of int8 runs, else fp32."""
     from embedserve.engine.scheduler import pad_batch
     from embedserve.engine.tokenizer import WordPieceTokenizer
 
@@ -147,11 +143,13 @@ def build_int8_encoder(model: LoadedModel) -> BertEncoder:
     tokenizer = WordPieceTokenizer(model.tokenizer_path, vocab_size=model.config.vocab_size)
     encodings = tokenizer.encode_texts(CALIBRATION_TEXTS, truncate=True, max_tokens=model.max_seq_length)
     ids, mask = pad_batch(encodings, pad_id=tokenizer.pad_id)
-    names = [name for name, module in encoder.named_modules() if isinstance(module, nn.Linear)]
-    act_max = activation_maxima(encoder, lambda: encoder(torch.from_numpy(ids), torch.from_numpy(mask)), names)
-    replaced = quantize_linears(encoder, skip=is_ffn_output, act_max=act_max, alpha=0.5, outliers=OUTLIER_CHANNELS)
-    if cpu_has_bf16():
-        replace_linears(encoder, lambda name, linear: BF16Linear(linear) if is_ffn_output(name) else None)
+    replaced = quantize_encoder(
+        encoder,
+        lambda: encoder(torch.from_numpy(ids), torch.from_numpy(mask)),
+        recipe,
+        bf16=cpu_has_bf16() if bf16 is None else bf16,
+        emulate=emulate,
+    )
     logger.info("int8: quantised %d linear layers in %.1fs", len(replaced), time.perf_counter() - started)
     return encoder.eval()
 

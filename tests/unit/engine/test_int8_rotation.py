@@ -1,0 +1,164 @@
+"""The Hadamard rotation of int8 inputs changes nothing in exact arithmetic: the fast transform is the orthogonal
+matrix it claims, a rotated-and-folded linear layer is the original one, and the emulated int8 layer (any CPU) is
+the W8A8 arithmetic on the rotated operands. None of this needs VNNI."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from embedserve.engine.backends.torch import cpu_has_fast_int8
+from embedserve.engine.hadamard import HadamardRotation, fold_rotation, fwht, paley_hadamard
+from embedserve.engine.int8_recipe import KINDS, Int8Recipe, linear_kind, quantize_encoder
+from embedserve.engine.quant import Int8Linear, _quantize_rows
+
+
+def sylvester(n: int) -> torch.Tensor:
+    h = torch.ones(1, 1, dtype=torch.float64)
+    while h.shape[0] < n:
+        h = torch.cat([torch.cat([h, h], 1), torch.cat([h, -h], 1)], 0)
+    return h
+
+
+@pytest.mark.parametrize("n", [1, 2, 8, 64, 1024, 4096])
+def test_fwht_is_the_sylvester_hadamard_product(n: int) -> None:
+    x = torch.randn(5, n, dtype=torch.float64, generator=torch.Generator().manual_seed(n))
+    torch.testing.assert_close(fwht(x), x @ sylvester(n), rtol=1e-12, atol=1e-12)
+
+
+def test_fwht_refuses_a_width_that_is_not_a_power_of_two() -> None:
+    with pytest.raises(ValueError, match="power-of-two"):
+        fwht(torch.zeros(2, 12))
+
+
+@pytest.mark.parametrize("q", [11, 19])
+def test_paley_matrix_is_hadamard(q: int) -> None:
+    h = paley_hadamard(q)
+    assert set(h.unique().tolist()) == {-1.0, 1.0}
+    torch.testing.assert_close(h @ h.t(), (q + 1) * torch.eye(q + 1))
+
+
+@pytest.mark.parametrize(
+    ("n", "mix", "dense"),
+    [(1024, True, False), (4096, True, False), (384, True, True), (1536, True, True), (1536, False, False),
+     (80, True, True), (72, True, False)],
+)  # fmt: skip
+def test_rotation_is_orthogonal_and_mixes_as_documented(n: int, mix: bool, dense: bool) -> None:
+    rotation = HadamardRotation(n, mix=mix)
+    t = rotation.matrix().double()
+    torch.testing.assert_close(t @ t.t(), torch.eye(n, dtype=torch.float64), rtol=0, atol=1e-6)
+    # with a dense factor every output mixes every input; block-diagonal mixes within power-of-two blocks only
+    nonzero = (t.abs() > 1e-9).sum(dim=1)
+    assert bool((nonzero == (n if dense else n // rotation.blocks)).all())
+    x = torch.randn(3, 2, n)
+    torch.testing.assert_close(rotation(x), x @ t.float().t(), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize(("n_in", "mix"), [(1024, True), (1536, True), (1536, False), (384, True)])
+def test_rotated_and_folded_linear_is_the_original_layer(n_in: int, mix: bool) -> None:
+    gen = torch.Generator().manual_seed(n_in)
+    linear = nn.Linear(n_in, 48)
+    with torch.no_grad():
+        linear.weight.copy_(torch.randn(48, n_in, generator=gen) * 0.05)
+    x = torch.randn(7, n_in, generator=gen)
+    x[:, 3] *= 50.0  # an outlier channel
+    rotation = HadamardRotation(n_in, mix=mix)
+    folded = fold_rotation(linear.weight.detach(), rotation)
+    with torch.no_grad():
+        torch.testing.assert_close(rotation(x) @ folded.t() + linear.bias, linear(x), rtol=1e-4, atol=1e-4)
+
+
+def w8a8(linear: nn.Linear, x: torch.Tensor, rotation: HadamardRotation | None) -> torch.Tensor:
+    """Per-token x per-channel int8 of the (rotated) operands, spelled out in float64."""
+    w = linear.weight.detach().float()
+    if rotation is not None:
+        w, x = fold_rotation(w, rotation), rotation(x)
+    qw, sw = _quantize_rows(w)
+    qx, sx = _quantize_rows(x.float())
+    return ((qx.double() @ qw.double().t()).float() * sw.t()) * sx + linear.bias.detach()
+
+
+@pytest.mark.parametrize("rotate", [False, True])
+def test_emulated_int8_layer_is_the_w8a8_arithmetic(rotate: bool) -> None:
+    gen = torch.Generator().manual_seed(7)
+    linear = nn.Linear(1536, 64)
+    with torch.no_grad():
+        linear.weight.copy_(torch.randn(64, 1536, generator=gen) * 0.05)
+    x = torch.randn(9, 1536, generator=gen)
+    rotation = HadamardRotation(1536) if rotate else None
+    layer = Int8Linear(linear, rotation=rotation, emulate=True)
+    with torch.inference_mode():
+        torch.testing.assert_close(layer(x), w8a8(linear, x, rotation), rtol=1e-4, atol=1e-4)
+
+
+def test_rotation_makes_int8_accurate_on_an_outlier_channel() -> None:
+    gen = torch.Generator().manual_seed(3)
+    linear = nn.Linear(1024, 256)
+    with torch.no_grad():
+        linear.weight.copy_(torch.randn(256, 1024, generator=gen) * 0.03)
+    x = torch.randn(64, 1024, generator=gen)
+    x[:, 11] *= 300.0  # one channel dwarfs the rest, as GELU outputs of BERT's FFN do
+
+    def error(layer: nn.Module) -> float:
+        with torch.inference_mode():
+            exact = linear(x)
+            return float((layer(x) - exact).norm() / exact.norm())
+
+    plain = error(Int8Linear(linear, emulate=True))
+    rotated = error(Int8Linear(linear, rotation=HadamardRotation(1024), emulate=True))
+    assert rotated < plain / 4
+
+
+class TinyEncoder(nn.Module):
+    """Four linears named like a BERT layer's, in a chain."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.layer = nn.ModuleDict(
+            {
+                "attention": nn.ModuleDict({"self": nn.ModuleDict({"qkv": nn.Linear(32, 96)}),
+                                            "output": nn.ModuleDict({"dense": nn.Linear(32, 32)})}),
+                "intermediate": nn.ModuleDict({"dense": nn.Linear(32, 128)}),
+                "output": nn.ModuleDict({"dense": nn.Linear(128, 32)}),
+            }
+        )  # fmt: skip
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        layer = self.layer
+        h = layer["attention"]["self"]["qkv"](x)[..., :32]
+        h = layer["attention"]["output"]["dense"](h)
+        return layer["output"]["dense"](torch.relu(layer["intermediate"]["dense"](h)))  # type: ignore[no-any-return]
+
+
+def test_linear_kinds_cover_a_bert_layer() -> None:
+    names = [n for n, m in TinyEncoder().named_modules() if isinstance(m, nn.Linear)]
+    assert sorted(linear_kind(f"encoder.{n}") for n in names) == sorted(KINDS)
+
+
+@pytest.mark.parametrize("recipe", [Int8Recipe(rotate=KINDS, smooth=frozenset(), outliers=0), Int8Recipe(rotate=KINDS)])
+def test_a_recipe_rotates_every_linear_it_names(recipe: Int8Recipe) -> None:
+    encoder = TinyEncoder()
+    x = torch.randn(20, 32)
+    with torch.inference_mode():
+        exact = encoder(x)
+    replaced = quantize_encoder(encoder, lambda: encoder(x), recipe, bf16=False, emulate=True)
+    assert len(replaced) == 4
+    layers = [m for m in encoder.modules() if isinstance(m, Int8Linear)]
+    assert all(layer.rotation is not None for layer in layers)
+    with torch.inference_mode():
+        cos = torch.nn.functional.cosine_similarity(encoder(x), exact, dim=1)
+    assert float(cos.min()) > 0.99
+
+
+@pytest.mark.skipif(not cpu_has_fast_int8(), reason="oneDNN's int8 kernel is refused without AVX512-VNNI or AMX")
+@pytest.mark.parametrize("rotate", [False, True])
+def test_emulation_computes_what_the_served_kernel_does(rotate: bool) -> None:
+    gen = torch.Generator().manual_seed(11)
+    linear = nn.Linear(1536, 64)
+    x = torch.randn(33, 1536, generator=gen)
+    rotation = HadamardRotation(1536) if rotate else None
+    served = Int8Linear(linear, rotation=rotation)
+    emulated = Int8Linear(linear, rotation=rotation, emulate=True)
+    with torch.inference_mode():
+        torch.testing.assert_close(served(x), emulated(x), rtol=1e-5, atol=1e-5)
