@@ -147,6 +147,7 @@ def test_database_stopped_and_frozen_under_a_live_server(
             fault()
             try:
                 r, elapsed = _post(server, key["secret"])
+                print(f"\n{fault.__name__}: 503 after {elapsed:.2f}s", end="")
                 _assert_unavailable(r, elapsed, bound=8)
                 assert httpx.get(f"{server.url}/ready", timeout=10).status_code == 503
                 health = time.monotonic()
@@ -154,7 +155,9 @@ def test_database_stopped_and_frozen_under_a_live_server(
                 assert time.monotonic() - health < 1
             finally:
                 recover()
+            recovering = time.monotonic()
             _wait_ok(server, key["secret"], timeout=30)
+            print(f", 200 again {time.monotonic() - recovering:.2f}s after {recover.__name__}", end="")
             assert httpx.get(f"{server.url}/ready", timeout=10).status_code == 200
         assert "Traceback" not in server.log()
     finally:
