@@ -57,10 +57,17 @@ def keyed_server_with(tmp: Path, env: dict[str, str] | None = None, **key_option
         server.stop()
 
 
-@pytest.fixture(scope="module")
+HEADER_TIMEOUT = 2
+MAX_CONNECTIONS = 40
+KEYED_CREDITS = 10**12
+
+
+@pytest.fixture(scope="session")
 def keyed_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KeyedServer]:
-    """One SQLite-backed server per module, and a key with unlimited credits."""
-    with keyed_server_with(tmp_path_factory.mktemp("faults")) as server:
+    """One SQLite-backed server for the session's fast fault tests (short header timeout, low connection cap), and a
+    key with ``KEYED_CREDITS`` credits."""
+    env = {"EMBEDSERVE_HEADER_TIMEOUT_SECONDS": str(HEADER_TIMEOUT), "EMBEDSERVE_MAX_CONNECTIONS": str(MAX_CONNECTIONS)}
+    with keyed_server_with(tmp_path_factory.mktemp("faults"), env, credits=KEYED_CREDITS) as server:
         yield server
 
 

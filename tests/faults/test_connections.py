@@ -6,7 +6,6 @@ import asyncio
 import json
 import socket
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,18 +13,9 @@ import sqlalchemy as sa
 
 from embedserve.accounting.schema import api_keys, ledger
 from embedserve.accounting.store import Store
-from tests.faults.conftest import KeyedServer, keyed_server_with
+from tests.faults.conftest import HEADER_TIMEOUT, KEYED_CREDITS, MAX_CONNECTIONS, KeyedServer
 
-HEADER_TIMEOUT = 2
 HANG_UPS = 30
-MAX_CONNECTIONS = 40
-
-
-@pytest.fixture(scope="module")
-def guarded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KeyedServer]:
-    env = {"EMBEDSERVE_HEADER_TIMEOUT_SECONDS": str(HEADER_TIMEOUT), "EMBEDSERVE_MAX_CONNECTIONS": str(MAX_CONNECTIONS)}
-    with keyed_server_with(tmp_path_factory.mktemp("guarded"), env, credits=10_000_000) as server:
-        yield server
 
 
 def _read_all(sock: socket.socket) -> bytes:
@@ -38,8 +28,8 @@ def _read_all(sock: socket.socket) -> bytes:
     return b"".join(chunks)
 
 
-def test_slow_headers_are_cut_off_and_cannot_starve_a_normal_request(guarded: KeyedServer) -> None:
-    port = guarded.server.port
+def test_slow_headers_are_cut_off_and_cannot_starve_a_normal_request(keyed_server: KeyedServer) -> None:
+    port = keyed_server.server.port
     slow = []
     for _ in range(MAX_CONNECTIONS + 10):  # more than the cap: the excess is refused at once
         sock = socket.create_connection(("127.0.0.1", port), timeout=HEADER_TIMEOUT + 10)
@@ -58,12 +48,12 @@ def test_slow_headers_are_cut_off_and_cannot_starve_a_normal_request(guarded: Ke
         sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
         assert _read_all(sock).startswith(b"HTTP/1.1 200")
     assert time.monotonic() - health_started < 2
-    assert "Traceback" not in guarded.server.log()
+    assert "Traceback" not in keyed_server.server.log()
 
 
 @pytest.mark.parametrize("length", [b"abc", b"-5", b"1, 2"])
-def test_a_bad_content_length_is_a_400_in_the_envelope(guarded: KeyedServer, length: bytes) -> None:
-    with socket.create_connection(("127.0.0.1", guarded.server.port), timeout=10) as sock:
+def test_a_bad_content_length_is_a_400_in_the_envelope(keyed_server: KeyedServer, length: bytes) -> None:
+    with socket.create_connection(("127.0.0.1", keyed_server.server.port), timeout=10) as sock:
         sock.sendall(b"POST /v1/embeddings HTTP/1.1\r\nHost: x\r\nContent-Length: " + length + b"\r\n\r\n{}")
         reply = _read_all(sock)
     head, _, body = reply.partition(b"\r\n\r\n")
@@ -95,27 +85,27 @@ async def _ledger(data: Path, key_id: str) -> tuple[int, dict[str, int]]:
     return int(balance or 0), counts
 
 
-async def test_clients_that_hang_up_are_logged_as_499_not_errors(guarded: KeyedServer) -> None:
+async def test_clients_that_hang_up_are_logged_as_499_not_errors(keyed_server: KeyedServer) -> None:
     body = json.dumps({"input": [f"text number {i} " * 8 for i in range(1500)]}).encode()
-    before = guarded.server.log()
+    before = keyed_server.server.log()
     started = time.monotonic()
-    await asyncio.gather(*(_hang_up(guarded.server.port, guarded.secret, body) for _ in range(HANG_UPS)))
-    while guarded.server.log()[len(before) :].count("POST /v1/embeddings") < HANG_UPS:
+    await asyncio.gather(*(_hang_up(keyed_server.server.port, keyed_server.secret, body) for _ in range(HANG_UPS)))
+    while keyed_server.server.log()[len(before) :].count("POST /v1/embeddings") < HANG_UPS:
         assert time.monotonic() - started < 60, "the hung-up requests were not all dropped within 60 s"
         await asyncio.sleep(0.2)
     dropped_after = time.monotonic() - started
-    log = guarded.server.log()[len(before) :]
+    log = keyed_server.server.log()[len(before) :]
     print(f"\n{HANG_UPS} hang-ups of 1,500-input requests: all dropped or answered within {dropped_after:.1f}s, "
           f"{log.count(' 499 ')} logged as 499")  # fmt: skip
     assert "Traceback" not in log and " ERROR " not in log, log[-3000:]
     assert " 499 " in log, "no hang-up reached the server while its work was queued"
-    balance, counts = await _ledger(guarded.data_dir, guarded.key_id)
+    balance, counts = await _ledger(keyed_server.data_dir, keyed_server.key_id)
     assert "reserved" not in counts
-    assert balance == 10_000_000 - await _charged_credits(guarded)
+    assert balance == KEYED_CREDITS - await _charged_credits(keyed_server)
 
 
-async def _charged_credits(guarded: KeyedServer) -> int:
-    store = Store(f"sqlite+aiosqlite:///{guarded.data_dir / 'embedserve.db'}")
+async def _charged_credits(keyed_server: KeyedServer) -> int:
+    store = Store(f"sqlite+aiosqlite:///{keyed_server.data_dir / 'embedserve.db'}")
     try:
         async with store.begin() as conn:
             query = sa.select(sa.func.coalesce(sa.func.sum(ledger.c.credits), 0)).where(ledger.c.status == "charged")

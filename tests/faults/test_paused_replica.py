@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 import sqlalchemy as sa
 
 from embedserve.accounting.schema import api_keys, ledger
@@ -49,6 +50,7 @@ async def _until(check: object, *, timeout: float, what: str) -> None:
         await asyncio.sleep(0.1)
 
 
+@pytest.mark.slow  # ~50-80 s: a MiniLM replica, a lease to run out, credits to spend elsewhere
 async def test_a_replica_paused_past_its_lease_sends_no_unpaid_result(
     pg_db: str, minilm_model_dir: Path, tmp_path: Path
 ) -> None:

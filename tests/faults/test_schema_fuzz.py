@@ -5,22 +5,15 @@ derandomised generator keep the run bounded and repeatable."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, Phase, given, settings
 
-from tests.faults.conftest import ADMIN_KEY, KeyedServer, keyed_server_with
+from tests.faults.conftest import ADMIN_KEY, KeyedServer
 
 EXAMPLES_PER_OPERATION = 25
-
-
-@pytest.fixture(scope="module")
-def fuzzed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KeyedServer]:
-    with keyed_server_with(tmp_path_factory.mktemp("fuzz"), credits=10**12) as server:
-        yield server
 
 
 def _operations() -> dict[str, Any]:
@@ -37,10 +30,10 @@ OPERATIONS = _operations()
 
 
 @pytest.mark.parametrize("label", sorted(OPERATIONS))
-def test_no_input_gets_a_5xx_or_an_error_outside_the_envelope(label: str, fuzzed: KeyedServer) -> None:
+def test_no_input_gets_a_5xx_or_an_error_outside_the_envelope(label: str, keyed_server: KeyedServer) -> None:
     operation = OPERATIONS[label]
     admin = operation.path.startswith(("/admin", "/metrics"))
-    headers = {"Authorization": f"Bearer {ADMIN_KEY if admin else fuzzed.secret}"}
+    headers = {"Authorization": f"Bearer {ADMIN_KEY if admin else keyed_server.secret}"}
 
     @given(case=operation.as_strategy())
     @settings(
@@ -51,7 +44,7 @@ def test_no_input_gets_a_5xx_or_an_error_outside_the_envelope(label: str, fuzzed
         suppress_health_check=list(HealthCheck),
     )
     def check(case: Any) -> None:
-        response = case.call(base_url=fuzzed.url, headers=headers, timeout=60)
+        response = case.call(base_url=keyed_server.url, headers=headers, timeout=60)
         where = f"{label} -> {response.status_code}"
         assert response.status_code < 500, f"{where}: {response.content[:500]!r}"
         if response.status_code >= 400:
