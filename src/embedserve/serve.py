@@ -83,7 +83,6 @@ async def run_server(settings: Settings) -> int:
         print(f"embedserve: could not start the engine: {exc.message}", file=sys.stderr)
         return 2
     app = create_app(settings, engine=engine, metrics=metrics)
-    app.state.warm_body_workers = True
     config = uvicorn.Config(
         app,
         host=settings.host,

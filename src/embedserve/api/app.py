@@ -74,8 +74,6 @@ def create_app(
             metrics, model=info.name, backend=info.backend, dtype=info.dtype, device=info.device, dim=info.dim
         )
         app.state.body_decoder = BodyDecoder(workers=settings.body_workers, spec=_input_limits(engine, settings))
-        if app.state.warm_body_workers:  # a served process starts them now; in-process test apps only on demand
-            app.state.body_decoder.warm()
         try:
             yield
         finally:
@@ -99,7 +97,6 @@ def create_app(
     app.state.body_decoder = BodyDecoder(workers=settings.body_workers, spec=None)
     app.state.started_at = int(time.time())
     app.state.shutting_down = False
-    app.state.warm_body_workers = False
     app.state.metrics = metrics  # ops wiring
     track_queue(metrics, depth=lambda: engine.queue_depth, tokens=lambda: engine.queued_tokens)  # ops wiring
     install_error_handlers(app)

@@ -148,13 +148,6 @@ class BodyDecoder:
             )
         return self._pool
 
-    def warm(self) -> None:
-        """Start the worker processes now, in the background, so the first big body does not wait for a spawn."""
-        if self._spec is not None and self.workers > 0:
-            pool = self._executor()
-            for _ in range(self.workers):
-                pool.submit(int)
-
     def close(self) -> None:
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
