@@ -3,6 +3,7 @@
     python benchmarks/bench_http.py                       # default engine vs the baseline
     python benchmarks/bench_http.py --engines torch:auto,torch:float32,onnx:float32,onnx:int8,torch:int8
     python benchmarks/bench_http.py --soak 600            # + 10 minutes of the mixed workload, RSS at start and end
+    python benchmarks/bench_http.py --infinity /work/infinity-venv/bin/python   # + Infinity (bench_peer.py)
 
 The model is the architecture-exact bge-large-en-v1.5 replica (``../shared/reference/bge-large-en-v1.5``, seeded
 random weights saved to a temporary model directory, so the server and sentence-transformers load the very same
@@ -328,6 +329,23 @@ def soak(server: Server, loads: list[Workload], seconds: float, concurrency: int
     return start_rss, rss_mib(server.proc.pid)[0], passes
 
 
+def against_infinity(
+    args: argparse.Namespace, url: str, label: str, model_dir: Path, loads: list[Workload], tokens_of: dict[str, int],
+    device: str, work: Path,
+) -> list[dict[str, object]]:  # fmt: skip
+    """Infinity's server on the same replica directory, passes alternating with ours (bench_peer.py)."""
+    import bench_peer
+
+    peer = bench_peer.InfinityServer(args.infinity, model_dir, port=free_port(), device=device,
+                                     log_path=work / "infinity.log")  # fmt: skip
+    try:
+        rows = bench_peer.compare(drive=drive, ours=url, theirs=peer.url, loads=loads, tokens_of=tokens_of,
+                                  concurrency=args.concurrency, repeat=args.repeat)  # fmt: skip
+    finally:
+        peer.stop()
+    return bench_peer.report(label, rows)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--engines", default="auto:auto", help="comma-separated backend:dtype pairs")
@@ -337,6 +355,9 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3, help="passes per workload (HTTP, library, baseline): medians")
     parser.add_argument("--soak", type=float, default=0, help="seconds of mixed load on the first engine (RSS drift)")
     parser.add_argument("--no-baseline", action="store_true")
+    parser.add_argument("--infinity", type=Path, metavar="PYTHON",
+                        help="an interpreter with infinity-emb installed: Infinity as a second baseline "
+                        "(benchmarks/bench_peer.py), against the first engine")  # fmt: skip
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("--server-arg", action="append", default=[], help="extra flag for embedserve serve")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
@@ -398,6 +419,8 @@ def main() -> None:
             del engine_backend
             http_ms = single_request_ms(server.url, text, reps=30)
             rss, peak = rss_mib(server.proc.pid)
+            if args.infinity and spec == args.engines.split(",")[0]:
+                results += against_infinity(args, server.url, label, model_dir, loads, tokens_of, device, work)
             soak_result = None
             if args.soak and spec == args.engines.split(",")[0]:
                 soak_result = soak(server, loads, args.soak, args.concurrency)
