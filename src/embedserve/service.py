@@ -19,6 +19,7 @@ import numpy.typing as npt
 
 from embedserve import errors
 from embedserve.accounting.gateway import Admission, Gateway, Principal
+from embedserve.engine.scheduler import Priority
 from embedserve.engine.token_ids import TokenIdKind, classify, decode_cl100k
 from embedserve.engine.types import Encoding
 from embedserve.metrics import Metrics, observe_tokenization
@@ -44,6 +45,19 @@ class EmbedRequest:
     input_type: str | None = None
     truncate: bool | None = None
     dimensions: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """A request judged valid, with its exact token counts, not yet admitted or run."""
+
+    model: str
+    encodings: tuple[Encoding, ...]
+    token_ids: tuple[TokenIdKind, ...] = ()
+
+    @property
+    def token_counts(self) -> tuple[int, ...]:
+        return tuple(e.length for e in self.encodings)
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,7 +221,8 @@ class EmbeddingService:
                     param="input",
                 )
 
-    async def embed(self, request: EmbedRequest, principal: Principal) -> EmbedResult:
+    async def prepare(self, request: EmbedRequest) -> Prepared:
+        """Judge a request and count its tokens: every rule of ``/v1/embeddings`` short of admission."""
         model = self.check_model(request.model)
         self._check_dimensions(request.dimensions)
         truncate = request.truncate if request.truncate is not None else self._engine.settings.auto_truncate
@@ -219,19 +234,36 @@ class EmbeddingService:
         if self._metrics is not None:  # ops wiring: tokenisation duration
             observe_tokenization(self._metrics, time.perf_counter() - started)
         self._check_lengths(encodings)
-        counts = tuple(e.length for e in encodings)
+        return Prepared(model=model, encodings=tuple(encodings), token_ids=token_ids)
+
+    async def embed(self, request: EmbedRequest, principal: Principal) -> EmbedResult:
+        prepared = await self.prepare(request)
+        counts = prepared.token_counts
         admission = await self._gateway.admit(
-            principal, request_id=request.request_id, model=model, inputs=len(counts), tokens=sum(counts)
+            principal, request_id=request.request_id, model=prepared.model, inputs=len(counts), tokens=sum(counts)
         )
-        vectors = await self._run(encodings, admission)
+        vectors = await self._run(prepared.encodings, admission)
+        return self._result(prepared, vectors, credits=admission.credits, headers=dict(admission.headers))
+
+    async def embed_prepaid(
+        self, prepared: Prepared, *, credits: int, priority: Priority = Priority.BULK
+    ) -> EmbedResult:
+        """Run a prepared request whose credits are already held (a batch job's line), behind online work."""
+        vectors = await self._engine.embed(prepared.encodings, priority=priority)
+        return self._result(prepared, vectors, credits=credits, headers={})
+
+    @staticmethod
+    def _result(
+        prepared: Prepared, vectors: npt.NDArray[np.float32], *, credits: int, headers: dict[str, str]
+    ) -> EmbedResult:
         return EmbedResult(
             vectors=vectors,
-            token_counts=counts,
-            truncated=sum(e.truncated for e in encodings),
-            credits_used=admission.credits,
-            model=model,
-            headers=dict(admission.headers),
-            token_ids=token_ids,
+            token_counts=prepared.token_counts,
+            truncated=sum(e.truncated for e in prepared.encodings),
+            credits_used=credits,
+            model=prepared.model,
+            headers=headers,
+            token_ids=prepared.token_ids,
         )
 
     async def _run(self, encodings: Sequence[Encoding], admission: Admission) -> npt.NDArray[np.float32]:

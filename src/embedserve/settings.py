@@ -109,3 +109,17 @@ class Settings(BaseSettings):
     gateway_lease_seconds: float = Field(default=30.0, gt=0)  # a silent replica's reservations refund after this
     # PostgreSQL connect / statement / pool wait bound (a transaction: 3x); past it a request gets 503 + Retry-After
     database_timeout_seconds: float = Field(default=5.0, gt=0)
+
+    # bulk jobs (Files and Batches API); limits default to OpenAI's
+    batch_storage_dir: Path | None = None  # None: <data_dir>/files; share one directory between replicas
+    batch_max_file_bytes: int = Field(default=200 * 1024 * 1024, ge=1)
+    batch_max_requests: int = Field(default=50_000, ge=1)  # lines per input file
+    batch_max_inputs: int = Field(default=50_000, ge=1)  # inputs per job, all lines together
+    batch_chunk_lines: int = Field(default=64, ge=1)  # lines per durable progress step
+    batch_lease_seconds: float = Field(default=30.0, gt=0)  # a replica that stops renewing loses its job after this
+    batch_poll_seconds: float = Field(default=1.0, gt=0)
+    batch_runner: bool = True  # run claimed jobs in this server process
+
+    @property
+    def storage_dir(self) -> Path:
+        return self.batch_storage_dir or self.data_dir / "files"

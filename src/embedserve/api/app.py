@@ -19,7 +19,7 @@ from embedserve.api.auth_gate import AuthGateMiddleware
 from embedserve.api.bodies import BodyDecoder, InputLimits
 from embedserve.api.errors import install_error_handlers
 from embedserve.api.middleware import RequestContextMiddleware
-from embedserve.api.routes import admin, docs, embeddings, health, models, playground
+from embedserve.api.routes import admin, batches, docs, embeddings, files, health, models, playground
 from embedserve.api.routes import metrics as metrics_routes
 from embedserve.metrics import Metrics, batch_observer, set_model_info, track_queue
 from embedserve.service import MAX_CHARS_PER_TOKEN, EmbeddingService
@@ -27,6 +27,7 @@ from embedserve.settings import Settings
 
 if TYPE_CHECKING:
     from embedserve.accounting.gateway import Gateway
+    from embedserve.batch.setup import Batches
     from embedserve.engine.engine import Engine
 
 logger = logging.getLogger(__name__)
@@ -49,6 +50,16 @@ def _input_limits(engine: Engine, settings: Settings) -> InputLimits | None:
     )
 
 
+MULTIPART_OVERHEAD = 1 << 20
+
+
+def _batches(settings: Settings, service: EmbeddingService) -> Batches:
+    from embedserve.api.batch_codec import EmbeddingsCodec
+    from embedserve.batch.setup import build_batches
+
+    return build_batches(settings, service=service, codec=EmbeddingsCodec())
+
+
 def create_app(
     settings: Settings,
     *,
@@ -64,11 +75,13 @@ def create_app(
     if gateway is None:
         gateway = _default_gateway(settings)
     service = EmbeddingService(engine=engine, gateway=gateway, max_inputs=settings.max_inputs, metrics=metrics)
+    bulk = _batches(settings, service)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await engine.start()
         await gateway.start()
+        await bulk.start()
         info = engine.info  # ops wiring: the model info metric
         set_model_info(
             metrics, model=info.name, backend=info.backend, dtype=info.dtype, device=info.device, dim=info.dim
@@ -79,6 +92,7 @@ def create_app(
         finally:
             app.state.body_decoder.close()
             app.state.shutting_down = True
+            await bulk.stop()  # before the engine: a chunk cut short is not recorded, and resumes elsewhere
             await engine.stop(timeout=settings.shutdown_timeout)
             await gateway.stop()
 
@@ -95,17 +109,19 @@ def create_app(
     app.state.gateway = gateway
     app.state.service = service
     app.state.body_decoder = BodyDecoder(workers=settings.body_workers, spec=None)
+    app.state.batches = bulk
     app.state.started_at = int(time.time())
     app.state.shutting_down = False
     app.state.metrics = metrics  # ops wiring
     track_queue(metrics, depth=lambda: engine.queue_depth, tokens=lambda: engine.queued_tokens)  # ops wiring
     install_error_handlers(app)
-    for module in (embeddings, models, health, admin, metrics_routes, playground, docs):
+    for module in (embeddings, models, health, admin, metrics_routes, playground, docs, files, batches):
         app.include_router(module.router)
     app.add_middleware(AuthGateMiddleware)  # inside the request context: its 401s carry the request id
     app.add_middleware(
         RequestContextMiddleware,
         max_body_bytes=settings.max_body_bytes,
+        path_limits={"/v1/files": settings.batch_max_file_bytes + MULTIPART_OVERHEAD},
         on_complete=metrics_routes.request_observer(metrics),  # ops wiring
     )
     return app

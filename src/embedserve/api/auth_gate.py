@@ -13,7 +13,7 @@ from embedserve import errors
 from embedserve.api.deps import bearer_token, get_gateway
 from embedserve.api.errors import error_response
 
-KEYED_PATHS = frozenset({"/v1/embeddings", "/embeddings"})
+KEYED_PATHS = frozenset({"/v1/embeddings", "/embeddings", "/v1/files", "/v1/batches"})  # POSTs with a body
 ADMIN_PREFIX = "/admin"
 
 

@@ -46,7 +46,7 @@ def internal_error(request_id: str) -> errors.EmbedServeError:
     )
 
 
-def _describe_validation(exc: RequestValidationError) -> tuple[str, str | None]:
+def describe_validation(exc: RequestValidationError) -> tuple[str, str | None]:
     first: dict[str, Any] = exc.errors()[0] if exc.errors() else {}
     loc = [str(part) for part in first.get("loc", ()) if part != "body"]
     if first.get("type") == "json_invalid":
@@ -63,7 +63,7 @@ def _describe_validation(exc: RequestValidationError) -> tuple[str, str | None]:
 
 async def _validation_handler(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestValidationError)
-    message, param = _describe_validation(exc)
+    message, param = describe_validation(exc)
     return error_response(errors.ValidationFailedError(message, param=param), request)
 
 

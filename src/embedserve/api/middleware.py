@@ -11,7 +11,7 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException
@@ -48,13 +48,22 @@ def _content_length(scope: Scope) -> int | None:
 
 
 class RequestContextMiddleware:
-    def __init__(self, app: ASGIApp, *, max_body_bytes: int, on_complete: OnComplete | None = None) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        max_body_bytes: int,
+        on_complete: OnComplete | None = None,
+        path_limits: Mapping[str, int] | None = None,
+    ) -> None:
+        """``path_limits``: a body limit of its own for an exact path (file uploads are larger than requests)."""
         self.app = app
         self.max_body_bytes = max_body_bytes
         self.on_complete = on_complete
+        self.path_limits = dict(path_limits or {})
 
-    def _too_large_message(self) -> str:
-        return f"The request body is larger than this server's limit of {self.max_body_bytes} bytes."
+    def _too_large_message(self, limit: int) -> str:
+        return f"The request body is larger than this server's limit of {limit} bytes."
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -75,21 +84,22 @@ class RequestContextMiddleware:
             await send(message)
 
         received = 0
+        limit = self.path_limits.get(scope.get("path", ""), self.max_body_bytes)
 
         async def limited_receive() -> Message:
             nonlocal received
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.max_body_bytes:
+                if received > limit:
                     # An HTTPException passes through FastAPI's body parsing and reaches the 413 mapping.
-                    raise HTTPException(413, detail=self._too_large_message())
+                    raise HTTPException(413, detail=self._too_large_message(limit))
             return message
 
         try:
             length = _content_length(scope)
-            if length is not None and length > self.max_body_bytes:
-                raise HTTPException(413, detail=self._too_large_message())
+            if length is not None and length > limit:
+                raise HTTPException(413, detail=self._too_large_message(limit))
             await self.app(scope, limited_receive, send_with_id)
         except HTTPException as exc:
             if not response_started:

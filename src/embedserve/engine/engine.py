@@ -19,7 +19,7 @@ from embedserve.engine.backends.base import Backend
 from embedserve.engine.batching import SMALL_BATCH_TOKENS
 from embedserve.engine.loading import LoadedModel, load_model
 from embedserve.engine.memory import release_free_memory
-from embedserve.engine.scheduler import BatchStats, Scheduler, SchedulerConfig, inference_executor, pad_batch
+from embedserve.engine.scheduler import BatchStats, Priority, Scheduler, SchedulerConfig, inference_executor, pad_batch
 from embedserve.engine.token_ids import cl100k
 from embedserve.engine.tokenizer import WordPieceTokenizer
 from embedserve.engine.types import Encoding, ModelInfo
@@ -173,8 +173,11 @@ class Engine:
     def encode_token_ids(self, ids: Sequence[Sequence[int]], *, truncate: bool) -> list[Encoding]:
         return self._require_tokenizer().encode_ids(ids, truncate=truncate, max_tokens=self.info.max_tokens)
 
-    async def embed(self, encodings: Sequence[Encoding]) -> npt.NDArray[np.float32]:
-        """``(n, dim)`` float32 rows in input order. Cancelling the caller cancels its queued inputs."""
+    async def embed(
+        self, encodings: Sequence[Encoding], *, priority: Priority = Priority.ONLINE
+    ) -> npt.NDArray[np.float32]:
+        """``(n, dim)`` float32 rows in input order. Cancelling the caller cancels its queued inputs.
+        ``Priority.BULK`` work (batch jobs) runs only when no online work waits."""
         limit = self.info.max_tokens
         for i, enc in enumerate(encodings):
             if enc.length > limit:
@@ -183,7 +186,7 @@ class Engine:
                 )
         if not encodings:
             return np.zeros((0, self.info.dim), dtype=np.float32)
-        futures = self._require_scheduler().submit(encodings)
+        futures = self._require_scheduler().submit(encodings, priority=priority)
         try:
             rows = await asyncio.gather(*futures)
         except BaseException:

@@ -2,6 +2,8 @@
 
 Each input has its own future. Up to two batches are in flight (one running, the next prepared), so the inference
 thread never waits on the event loop. Inputs whose caller went away (future cancelled) are skipped.
+Online inputs go first: bulk inputs (batch jobs) are batched only when no online input waits, and only one bulk batch
+is in flight at a time, so an online request arriving mid-job waits for at most one bulk forward pass.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from enum import IntEnum
 
 import numpy as np
 import numpy.typing as npt
@@ -28,11 +31,19 @@ Clock = Callable[[], float]
 Vector = npt.NDArray[np.float32]
 
 
+class Priority(IntEnum):
+    """Lower runs first."""
+
+    ONLINE = 0
+    BULK = 1
+
+
 @dataclass(slots=True)
 class Entry:
     encoding: Encoding
     future: asyncio.Future[Vector]
     enqueued_at: float
+    priority: Priority = Priority.ONLINE
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +107,7 @@ class Scheduler:
         self._accepting = False
         self._rate = _Throughput()
         self._idle_timer: asyncio.TimerHandle | None = None
+        self._bulk_in_flight = 0
 
     @property
     def queued_tokens(self) -> int:
@@ -114,7 +126,9 @@ class Scheduler:
         """Run ``fn`` on the inference thread (warm-up, readiness probes) without racing a batch."""
         return asyncio.get_running_loop().run_in_executor(self._executor, fn)
 
-    def submit(self, encodings: Sequence[Encoding]) -> list[asyncio.Future[Vector]]:
+    def submit(
+        self, encodings: Sequence[Encoding], *, priority: Priority = Priority.ONLINE
+    ) -> list[asyncio.Future[Vector]]:
         if not self._accepting:
             raise ServiceUnavailableError("The server is shutting down; retry on another replica.")
         tokens = sum(e.length for e in encodings)
@@ -129,7 +143,7 @@ class Scheduler:
         now = self._cfg.clock()
         futures = []
         for enc in encodings:
-            entry = Entry(encoding=enc, future=loop.create_future(), enqueued_at=now)
+            entry = Entry(encoding=enc, future=loop.create_future(), enqueued_at=now, priority=priority)
             self._pending.append(entry)
             futures.append(entry.future)
         self._queued_tokens += tokens
@@ -142,7 +156,13 @@ class Scheduler:
         self._pending = live
         if not live:
             return []
-        lengths = [e.encoding.length for e in live]
+        first = min(e.priority for e in live)
+        if first is Priority.BULK and self._bulk_in_flight:
+            return []  # one bulk batch at a time: an online arrival never queues behind two
+        return self._take_from([e for e in live if e.priority == first], live)
+
+    def _take_from(self, candidates: list[Entry], live: list[Entry]) -> list[Entry]:
+        lengths = [e.encoding.length for e in candidates]
         chosen = plan_batch(
             lengths,
             oldest=0,
@@ -151,9 +171,9 @@ class Scheduler:
             max_padding_ratio=self._cfg.max_padding_ratio,
             free_padding_tokens=self._cfg.free_padding_tokens,
         )
-        picked = set(chosen)
-        batch = [live[i] for i in chosen]
-        self._pending = [e for i, e in enumerate(live) if i not in picked]
+        batch = [candidates[i] for i in chosen]
+        picked = {id(e) for e in batch}
+        self._pending = [e for e in live if id(e) not in picked]
         self._queued_tokens -= sum(e.encoding.length for e in batch)
         return batch
 
@@ -174,13 +194,15 @@ class Scheduler:
         dispatched = self._cfg.clock()
         ids, mask = pad_batch([e.encoding for e in batch], pad_id=self._cfg.pad_id)
         started = time.perf_counter()
+        bulk = batch[0].priority is Priority.BULK
+        self._bulk_in_flight += bulk
         work = loop.run_in_executor(self._executor, self._backend.forward, ids, mask)
-        done: asyncio.Future[None] = asyncio.ensure_future(self._finish(work, batch, dispatched, started))
+        done: asyncio.Future[None] = asyncio.ensure_future(self._finish(work, batch, dispatched, started, bulk=bulk))
         self._inflight.add(done)
         done.add_done_callback(self._inflight.discard)
 
     async def _finish(
-        self, work: asyncio.Future[Vector], batch: list[Entry], dispatched: float, started: float
+        self, work: asyncio.Future[Vector], batch: list[Entry], dispatched: float, started: float, *, bulk: bool
     ) -> None:
         try:
             vectors = await work
@@ -192,6 +214,9 @@ class Scheduler:
             return
         finally:
             self._slots.release()
+            self._bulk_in_flight -= bulk
+            if self._pending:
+                self._wakeup.set()  # bulk work waits for a free engine, not only for new arrivals
         seconds = time.perf_counter() - started
         for entry, row in zip(batch, vectors, strict=True):
             if not entry.future.done():

@@ -53,6 +53,7 @@ async def test_migrations_match_the_table_definitions(db_url: str) -> None:
     from alembic.autogenerate import compare_metadata
     from alembic.runtime.migration import MigrationContext
 
+    import embedserve.batch.tables  # noqa: F401  (the bulk-job tables share the accounting metadata)
     from embedserve.accounting.schema import metadata
 
     store = Store(db_url)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from alembic import context
 
 from embedserve.accounting.schema import metadata
+from embedserve.batch import tables as _batch_tables  # noqa: F401  (bulk-job tables share the metadata)
 
 connection = context.config.attributes.get("connection")
 if connection is None:

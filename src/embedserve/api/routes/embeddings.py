@@ -6,7 +6,7 @@ import asyncio
 import time
 import uuid
 from collections.abc import Awaitable
-from typing import Annotated, TypeVar
+from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
@@ -18,7 +18,7 @@ from embedserve.api.deps import get_engine, get_principal, get_service, request_
 from embedserve.api.encoding import dumps, embedding_items
 from embedserve.api.protocol import EmbeddingRequest, EmbeddingResponse, ErrorResponse
 from embedserve.metrics import observe_usage
-from embedserve.service import EmbedRequest, EmbedResult
+from embedserve.service import EmbedRequest, EmbedResult, RawInput
 
 router = APIRouter(tags=["embeddings"])
 T = TypeVar("T")
@@ -59,18 +59,29 @@ async def _wait_disconnect(request: Request) -> None:
             return
 
 
-def _render(result: EmbedResult, *, encoding_format: str) -> bytes:
+def response_body(result: EmbedResult, *, encoding_format: str) -> dict[str, Any]:
+    """The response body of ``/v1/embeddings`` (batch output lines carry the very same)."""
     tokens = result.prompt_tokens
-    return dumps(
-        {
-            "object": "list",
-            "data": embedding_items(result.vectors, encoding_format=encoding_format),  # type: ignore[arg-type]
-            "model": result.model,
-            "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
-            "id": f"embd-{uuid.uuid4().hex}",
-            "created": int(time.time()),
-            "meta": {"usage": {"credits_used": result.credits_used}},
-        }
+    return {
+        "object": "list",
+        "data": embedding_items(result.vectors, encoding_format=encoding_format),  # type: ignore[arg-type]
+        "model": result.model,
+        "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+        "id": f"embd-{uuid.uuid4().hex}",
+        "created": int(time.time()),
+        "meta": {"usage": {"credits_used": result.credits_used}},
+    }
+
+
+def embed_request(body: EmbeddingRequest, *, request_id: str, input: RawInput | None = None) -> EmbedRequest:
+    """The service's request for a parsed body (``input``: the body's input already decoded compactly, if it was)."""
+    return EmbedRequest(
+        input=body.input if input is None else input,
+        request_id=request_id,
+        model=body.model,
+        input_type=body.input_type,
+        truncate=body.truncate,
+        dimensions=body.dimensions,
     )
 
 
@@ -92,15 +103,8 @@ async def create_embeddings(
     """Create embeddings for one or many inputs."""
     decoder: BodyDecoder = request.app.state.body_decoder
     body, decoded_input = await decoder.decode(request)
-    embed_request = EmbedRequest(
-        input=body.input if decoded_input is None else decoded_input,
-        request_id=request_id(request),
-        model=body.model,
-        input_type=body.input_type,
-        truncate=body.truncate,
-        dimensions=body.dimensions,
-    )
-    result = await _cancel_on_disconnect(request, get_service(request).embed(embed_request, principal))
+    embed = embed_request(body, request_id=request_id(request), input=decoded_input)
+    result = await _cancel_on_disconnect(request, get_service(request).embed(embed, principal))
     inputs, tokens = len(result.token_counts), result.prompt_tokens
     request.state.inputs, request.state.tokens = inputs, tokens  # ops wiring: the access line's counts
     observe_usage(
@@ -115,5 +119,5 @@ async def create_embeddings(
         headers["x-embedserve-random-weights"] = "true"
     if result.token_ids:  # how each token-id array was read: wordpiece (the model's ids) or tiktoken (cl100k)
         headers["x-embedserve-token-ids"] = ",".join(result.token_ids)
-    content = _render(result, encoding_format=body.encoding_format)
+    content = dumps(response_body(result, encoding_format=body.encoding_format))
     return Response(content, media_type="application/json", headers=headers)

@@ -1,0 +1,111 @@
+"""Credit holds: a bulk job's credits taken from the key once, then charged part by part, the rest given back.
+
+A hold is a usage-ledger row in status ``held``: the same ledger and the same conditional debit as an online
+reservation, so a key never goes negative. Each settled part moves credits from the hold into a ``charged`` row of
+its own, in the caller's transaction (the one that records the part as done), so a part is charged exactly once
+whatever crashes. The gateway's reconciler only refunds ``reserved`` rows: a hold outlives the process that made it.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from embedserve.accounting.credits import CHARGED, REFUNDED, utc_day
+from embedserve.accounting.schema import api_keys, ledger
+from embedserve.errors import AuthenticationError, InsufficientQuotaError
+
+HELD = "held"
+HOLDER = "hold"  # the ledger's instance_id for holds: no gateway instance owns them
+
+
+def _credits(n: int) -> str:
+    return f"{n} credit" if n == 1 else f"{n} credits"
+
+
+async def hold_in(
+    conn: AsyncConnection,
+    *,
+    key_id: str,
+    request_id: str,
+    model: str,
+    inputs: int,
+    tokens: int,
+    credits: int,
+    at: float,
+) -> str:
+    """Debit ``credits`` and file the hold; raises ``InsufficientQuotaError`` (nothing debited) when short."""
+    debit = await conn.execute(
+        api_keys.update()
+        .where(
+            api_keys.c.id == key_id,
+            api_keys.c.revoked_at.is_(None),
+            sa.or_(api_keys.c.credits.is_(None), api_keys.c.credits >= credits),
+        )
+        .values(credits=api_keys.c.credits - credits)
+    )
+    if debit.rowcount != 1:
+        row = (
+            await conn.execute(sa.select(api_keys.c.credits, api_keys.c.revoked_at).where(api_keys.c.id == key_id))
+        ).first()
+        if row is None or row.revoked_at is not None:
+            raise AuthenticationError("This API key has been revoked.")
+        raise InsufficientQuotaError(
+            f"This batch costs {_credits(credits)} and your key has {_credits(row.credits or 0)} left. "
+            "Ask the operator to add credits (`embedserve credits add KEY_ID N`).",
+        )
+    hold_id = str(uuid.uuid4())
+    await conn.execute(
+        ledger.insert().values(
+            id=hold_id, key_id=key_id, request_id=request_id[:128], model=model[:200], inputs=inputs, tokens=tokens,
+            credits=credits, status=HELD, instance_id=HOLDER, created_at=at, day=utc_day(at),
+        )
+    )  # fmt: skip
+    return hold_id
+
+
+async def settle_part_in(
+    conn: AsyncConnection, hold_id: str, *, request_id: str, inputs: int, tokens: int, credits: int, at: float
+) -> None:
+    """Move ``credits`` from the hold into a charged row for one completed part (no balance change)."""
+    row = (
+        await conn.execute(
+            ledger.update()
+            .where(ledger.c.id == hold_id, ledger.c.status == HELD, ledger.c.credits >= credits)
+            .values(
+                credits=ledger.c.credits - credits,
+                tokens=ledger.c.tokens - tokens,
+                inputs=ledger.c.inputs - inputs,
+            )
+            .returning(ledger.c.key_id, ledger.c.model)
+        )
+    ).first()
+    if row is None:
+        raise RuntimeError(f"credit hold {hold_id} is closed or holds fewer than {credits} credits")
+    await conn.execute(
+        ledger.insert().values(
+            id=str(uuid.uuid4()), key_id=row.key_id, request_id=request_id[:128], model=row.model, inputs=inputs,
+            tokens=tokens, credits=credits, status=CHARGED, instance_id=HOLDER, created_at=at, settled_at=at,
+            day=utc_day(at),
+        )
+    )  # fmt: skip
+
+
+async def release_in(conn: AsyncConnection, hold_id: str, *, at: float) -> int:
+    """Give back what the hold still has and close it; returns the credits refunded (0 if already closed)."""
+    row = (
+        await conn.execute(
+            ledger.update()
+            .where(ledger.c.id == hold_id, ledger.c.status == HELD)
+            .values(status=REFUNDED, settled_at=at)
+            .returning(ledger.c.key_id, ledger.c.credits)
+        )
+    ).first()
+    if row is None:
+        return 0
+    await conn.execute(
+        api_keys.update().where(api_keys.c.id == row.key_id).values(credits=api_keys.c.credits + row.credits)
+    )
+    return int(row.credits)

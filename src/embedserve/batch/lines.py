@@ -1,0 +1,149 @@
+"""One line of a batch: parsing the input line, running its body through the service, writing the result line.
+
+A line's body is judged and priced by ``EmbeddingService`` exactly as a ``/v1/embeddings`` request is; the wire
+details (body schema, response rendering) come from the API layer through a ``LineCodec``, so there is one path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import orjson
+
+from embedserve.engine.scheduler import Priority
+from embedserve.errors import EmbedServeError, EngineError
+from embedserve.service import EmbeddingService, EmbedRequest, EmbedResult
+
+logger = logging.getLogger(__name__)
+
+
+class LineCodec(Protocol):
+    """The ``/v1/embeddings`` wire format, supplied by the API layer."""
+
+    def parse(self, body: Mapping[str, Any], *, request_id: str) -> tuple[EmbedRequest, str]:
+        """The request and its ``encoding_format``, or ``EmbedServeError`` exactly as the route would answer."""
+        ...
+
+    def render(self, result: EmbedResult, *, encoding_format: str) -> dict[str, Any]:
+        """The response body ``/v1/embeddings`` would return."""
+        ...
+
+    def error_body(self, exc: EmbedServeError) -> dict[str, Any]:
+        """The error envelope a request failing with ``exc`` would get."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class BatchLine:
+    number: int  # 1-based line number in the input file
+    custom_id: str
+    body: Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class LineProblem:
+    number: int
+    code: str
+    message: str
+    param: str | None = None
+
+    def as_error(self) -> dict[str, Any]:
+        return {"code": self.code, "message": self.message, "param": self.param, "line": self.number}
+
+
+def parse_line(raw: bytes, *, number: int, endpoint: str) -> BatchLine | LineProblem:
+    """An input line ``{custom_id, method, url, body}``, or what is wrong with it."""
+    try:
+        obj = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        return LineProblem(number, "invalid_json_line", f"Line {number} is not valid JSON: {exc.msg}.")
+    if not isinstance(obj, dict):
+        return LineProblem(number, "invalid_json_line", f"Line {number} is not a JSON object.")
+    custom_id = obj.get("custom_id")
+    if not isinstance(custom_id, str) or not custom_id:
+        return LineProblem(
+            number, "missing_required_parameter", f"Line {number} has no string 'custom_id'.", "custom_id"
+        )
+    if obj.get("method") != "POST":
+        return LineProblem(number, "invalid_method", f"Line {number}: 'method' must be 'POST'.", "method")
+    if obj.get("url") != endpoint:
+        return LineProblem(
+            number, "invalid_url", f"Line {number}: 'url' is {obj.get('url')!r}, but this batch's endpoint is "
+            f"'{endpoint}'; every line must use the batch's endpoint.", "url",
+        )  # fmt: skip
+    body = obj.get("body")
+    if not isinstance(body, dict):
+        return LineProblem(number, "missing_required_parameter", f"Line {number} has no object 'body'.", "body")
+    return BatchLine(number=number, custom_id=custom_id, body=body)
+
+
+@dataclass(frozen=True, slots=True)
+class LineOutcome:
+    ok: bool
+    custom_id: str
+    data: bytes  # the output or error file line, newline included
+    inputs: int = 0
+    tokens: int = 0
+    credits: int = 0
+
+
+def result_line(*, custom_id: str, request_id: str, status_code: int, body: Mapping[str, Any]) -> bytes:
+    line = {
+        "id": f"batch_req_{uuid.uuid4().hex}",
+        "custom_id": custom_id,
+        "response": {"status_code": status_code, "request_id": request_id, "body": body},
+        "error": None,
+    }
+    return orjson.dumps(line, option=orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_APPEND_NEWLINE)
+
+
+class LineRunner:
+    """Runs lines through the service at a priority, with credits already held by the caller."""
+
+    def __init__(
+        self, *, service: EmbeddingService, codec: LineCodec, price: Callable[[int], int], priority: Priority
+    ) -> None:
+        self.service = service
+        self.codec = codec
+        self.price = price
+        self.priority = priority
+
+    async def judge(self, line: BatchLine) -> tuple[int, int, int] | None:
+        """(inputs, tokens, credits) the line will cost, or None when it will fail (and cost nothing)."""
+        try:
+            request, _ = self.codec.parse(line.body, request_id="validation")
+            prepared = await self.service.prepare(request)
+        except EmbedServeError:
+            return None
+        tokens = sum(prepared.token_counts)
+        return len(prepared.encodings), tokens, self.price(tokens)
+
+    async def run(self, line: BatchLine) -> LineOutcome:
+        request_id = f"req_{uuid.uuid4().hex}"
+        try:
+            request, encoding_format = self.codec.parse(line.body, request_id=request_id)
+            prepared = await self.service.prepare(request)
+            tokens = sum(prepared.token_counts)
+            credits = self.price(tokens)
+            result = await self.service.embed_prepaid(prepared, credits=credits, priority=self.priority)
+        except EmbedServeError as exc:
+            return self._failed(line, request_id, exc)
+        except Exception:
+            logger.exception("batch line %d failed unexpectedly", line.number)
+            return self._failed(line, request_id, EngineError("The server had an error processing this line."))
+        body = self.codec.render(result, encoding_format=encoding_format)
+        data = result_line(custom_id=line.custom_id, request_id=request_id, status_code=200, body=body)
+        return LineOutcome(True, line.custom_id, data, len(prepared.encodings), tokens, credits)
+
+    def _failed(self, line: BatchLine, request_id: str, exc: EmbedServeError) -> LineOutcome:
+        body = self.codec.error_body(exc)
+        data = result_line(custom_id=line.custom_id, request_id=request_id, status_code=exc.status, body=body)
+        return LineOutcome(False, line.custom_id, data)
+
+    async def run_many(self, lines: Sequence[BatchLine]) -> list[LineOutcome]:
+        return list(await asyncio.gather(*(self.run(line) for line in lines)))

@@ -1,0 +1,82 @@
+"""Durable progress of a job: a chunk's result parts written crash-safely, then recorded as done in one transaction
+with its counters and its share of the job's credits, so a chunk is counted and charged exactly once."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
+
+from embedserve.accounting.holds import settle_part_in
+from embedserve.accounting.store import Store
+from embedserve.batch.jobs import CANCELLING, IN_PROGRESS
+from embedserve.batch.lines import LineOutcome
+from embedserve.batch.storage import Storage, atomic_writer
+from embedserve.batch.tables import chunks, jobs
+
+
+class LostClaim(Exception):
+    """Another replica holds the job now (this one stalled past its lease): stop without recording anything."""
+
+
+@dataclass(frozen=True, slots=True)
+class ChunkRow:
+    seq: int
+    out_part: str | None
+    err_part: str | None
+
+
+def _write_part(storage: Storage, job_id: str, name: str, lines: Sequence[bytes]) -> str | None:
+    if not lines:
+        return None
+    with atomic_writer(storage.job_dir(job_id) / name) as handle:
+        for data in lines:
+            handle.write(data)
+    return name
+
+
+async def commit_chunk(
+    store: Store, storage: Storage, *, job_id: str, hold_id: str | None, holder: str, seq: int,
+    outcomes: Sequence[LineOutcome], lease_s: float,
+) -> None:  # fmt: skip
+    tag = holder.rsplit(":", 1)[-1][:12]
+    out_part = _write_part(storage, job_id, f"{seq:07d}-{tag}.out", [o.data for o in outcomes if o.ok])
+    err_part = _write_part(storage, job_id, f"{seq:07d}-{tag}.err", [o.data for o in outcomes if not o.ok])
+    ok = [o for o in outcomes if o.ok]
+    inputs, tokens, credits = sum(o.inputs for o in ok), sum(o.tokens for o in ok), sum(o.credits for o in ok)
+    now = time.time()
+    try:
+        async with store.begin() as conn:
+            updated = await conn.execute(
+                jobs.update()
+                .where(jobs.c.id == job_id, jobs.c.claimed_by == holder, jobs.c.status.in_([IN_PROGRESS, CANCELLING]))
+                .values(
+                    completed=jobs.c.completed + len(ok), failed=jobs.c.failed + len(outcomes) - len(ok),
+                    inputs_done=jobs.c.inputs_done + inputs, tokens_done=jobs.c.tokens_done + tokens,
+                    credits_done=jobs.c.credits_done + credits, lease_until=now + lease_s,
+                )
+            )  # fmt: skip
+            if updated.rowcount != 1:
+                raise LostClaim(job_id)
+            await conn.execute(
+                chunks.insert().values(
+                    job_id=job_id, seq=seq, completed=len(ok), failed=len(outcomes) - len(ok), inputs=inputs,
+                    tokens=tokens, credits=credits, out_part=out_part, err_part=err_part, created_at=now,
+                )
+            )  # fmt: skip
+            if hold_id is not None and credits:
+                await settle_part_in(
+                    conn, hold_id, request_id=f"{job_id}#{seq}", inputs=inputs, tokens=tokens, credits=credits, at=now
+                )
+    except IntegrityError as exc:  # the chunk is already recorded: another holder finished it
+        raise LostClaim(job_id) from exc
+
+
+async def done_chunks(store: Store, job_id: str) -> list[ChunkRow]:
+    query = sa.select(chunks.c.seq, chunks.c.out_part, chunks.c.err_part).where(chunks.c.job_id == job_id)
+    async with store.begin() as conn:
+        rows = await conn.execute(query.order_by(chunks.c.seq))
+        return [ChunkRow(r.seq, r.out_part, r.err_part) for r in rows]

@@ -1,0 +1,310 @@
+"""The in-process runner: claims jobs from the store and drives each through validation, its chunks, and the end.
+
+Work runs on the server's own engine at ``Priority.BULK``, so online requests go first. Progress is durable per
+chunk (see ``progress``); a restarted or other replica resumes a job from its recorded chunks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import socket
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+
+from embedserve.accounting.holds import hold_in, release_in
+from embedserve.batch import jobs as states
+from embedserve.batch.files import FileRecord, FileStore
+from embedserve.batch.jobs import JobRecord, JobStore
+from embedserve.batch.lines import BatchLine, LineOutcome, LineRunner, parse_line
+from embedserve.batch.progress import LostClaim, commit_chunk, done_chunks
+from embedserve.batch.storage import atomic_writer
+from embedserve.batch.tables import files, jobs
+from embedserve.batch.validate import MAX_REPORTED, JobLimits, Validation, iter_raw_lines, validate
+from embedserve.errors import InsufficientQuotaError
+
+logger = logging.getLogger(__name__)
+
+CHUNKS_IN_FLIGHT = 2
+
+
+@dataclass(frozen=True, slots=True)
+class RunnerConfig:
+    limits: JobLimits
+    lease_s: float
+    poll_s: float
+
+
+def new_holder() -> str:
+    return f"{socket.gethostname()[:24]}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
+
+
+def _output_id(job_id: str, kind: str) -> str:
+    return f"file-{uuid.uuid5(uuid.NAMESPACE_URL, f'embedserve:{job_id}:{kind}').hex}"
+
+
+def _chunks_of(job: JobRecord, path: os.PathLike[str] | str, done: set[int]) -> Iterator[tuple[int, list[bytes]]]:
+    from pathlib import Path
+
+    group: list[bytes] = []
+    index = 0
+    for _number, raw in iter_raw_lines(Path(path)):
+        group.append(raw)
+        index += 1
+        if len(group) == job.chunk_lines:
+            seq = index // job.chunk_lines - 1
+            if seq not in done:
+                yield seq, group
+            group = []
+    if group and (index // job.chunk_lines) not in done:
+        yield index // job.chunk_lines, group
+
+
+class JobDriver:
+    """Runs one claimed job as far as it can go."""
+
+    def __init__(
+        self, *, jobs: JobStore, files: FileStore, lines: LineRunner, config: RunnerConfig, holder: str
+    ) -> None:
+        self.jobs = jobs
+        self.files = files
+        self.lines = lines
+        self.config = config
+        self.holder = holder
+
+    async def drive(self, job: JobRecord) -> None:
+        if job.status == states.VALIDATING:
+            job = await self._validate(job)
+        if job.status == states.IN_PROGRESS:
+            job = await self._run(job)
+        if job.status in (states.FINALIZING, states.CANCELLING) or self._expired(job):
+            await self._finalize(job)
+
+    def _expired(self, job: JobRecord) -> bool:
+        return job.status == states.IN_PROGRESS and time.time() > job.expires_at
+
+    async def _input(self, job: JobRecord) -> FileRecord:
+        from embedserve.batch.owner import Owner
+
+        return await self.files.get(job.input_file_id, owner=Owner(key_id=None, admin=True))
+
+    async def _validate(self, job: JobRecord) -> JobRecord:
+        source = await self._input(job)
+        result = await validate(
+            self.files.path_of(source), endpoint=job.endpoint, limits=self.config.limits, runner=self.lines
+        )
+        if result.problems:
+            return await self._fail(job, [p.as_error() for p in result.problems], total=result.total)
+        try:
+            await self._start(job, result)
+        except InsufficientQuotaError as exc:
+            return await self._fail(job, [{"code": exc.code, "message": exc.message, "param": None, "line": None}],
+                                    total=result.total)  # fmt: skip
+        return await self.jobs.reload(job.id)
+
+    async def _start(self, job: JobRecord, result: Validation) -> None:
+        now = time.time()
+        async with self.jobs.store.begin() as conn:
+            hold_id = None
+            if job.key_id is not None and result.credits > 0:
+                hold_id = await hold_in(
+                    conn, key_id=job.key_id, request_id=job.id, model=self.lines.service.model_name,
+                    inputs=result.inputs, tokens=result.tokens, credits=result.credits, at=now,
+                )  # fmt: skip
+            done = await conn.execute(
+                jobs.update()
+                .where(jobs.c.id == job.id, jobs.c.status == states.VALIDATING, jobs.c.claimed_by == self.holder)
+                .values(
+                    status=states.IN_PROGRESS, in_progress_at=now, total=result.total, inputs_total=result.inputs,
+                    tokens_total=result.tokens, credits_total=result.credits, hold_id=hold_id,
+                    model=self.lines.service.model_name,
+                )
+            )  # fmt: skip
+            if done.rowcount != 1:  # cancelled meanwhile, or taken over: undo the hold with the transaction
+                raise LostClaim(job.id)
+
+    async def _fail(self, job: JobRecord, errors: list[dict[str, object]], *, total: int) -> JobRecord:
+        extra = len(errors) - MAX_REPORTED
+        data = errors[:MAX_REPORTED]
+        if extra > 0:
+            data.append({"code": "too_many_errors", "message": f"{extra} more lines have errors.", "line": None})
+        async with self.jobs.store.begin() as conn:
+            await conn.execute(
+                jobs.update()
+                .where(jobs.c.id == job.id, jobs.c.status.in_([states.VALIDATING, states.CANCELLING]))
+                .values(
+                    status=states.FAILED, failed_at=time.time(), total=total,
+                    errors=json.dumps({"object": "list", "data": data}),
+                )
+            )  # fmt: skip
+        logger.info("batch %s failed validation: %d errors", job.id, len(errors))
+        return await self.jobs.reload(job.id)
+
+    async def _run(self, job: JobRecord) -> JobRecord:
+        source = await self._input(job)
+        done = {c.seq for c in await done_chunks(self.jobs.store, job.id)}
+        running: set[asyncio.Task[None]] = set()
+        try:
+            for seq, raws in _chunks_of(job, self.files.path_of(source), done):
+                job = await self.jobs.reload(job.id)
+                if job.status != states.IN_PROGRESS or self._expired(job):
+                    break
+                while len(running) >= CHUNKS_IN_FLIGHT:
+                    finished, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+                    for task in finished:
+                        running.discard(task)
+                        task.result()
+                running.add(asyncio.create_task(self._chunk(job, seq, raws)))
+            for task in running:
+                await task
+        finally:
+            for task in running:
+                task.cancel()
+        job = await self.jobs.reload(job.id)
+        if job.status == states.IN_PROGRESS and not self._expired(job):
+            async with self.jobs.store.begin() as conn:
+                await conn.execute(
+                    jobs.update()
+                    .where(jobs.c.id == job.id, jobs.c.status == states.IN_PROGRESS)
+                    .values(status=states.FINALIZING, finalizing_at=time.time())
+                )
+            job = await self.jobs.reload(job.id)
+        return job
+
+    async def _chunk(self, job: JobRecord, seq: int, raws: list[bytes]) -> None:
+        first = seq * job.chunk_lines
+        lines = []
+        for offset, raw in enumerate(raws):
+            parsed = parse_line(raw, number=first + offset + 1, endpoint=job.endpoint)
+            assert isinstance(parsed, BatchLine), "validated lines parse"
+            lines.append(parsed)
+        outcomes: list[LineOutcome] = await self.lines.run_many(lines)
+        await commit_chunk(
+            self.jobs.store, self.files.storage, job_id=job.id, hold_id=job.hold_id, holder=self.holder, seq=seq,
+            outcomes=outcomes, lease_s=self.config.lease_s,
+        )  # fmt: skip
+
+    async def _finalize(self, job: JobRecord) -> None:
+        storage = self.files.storage
+        parts = await done_chunks(self.jobs.store, job.id)
+        records: dict[str, FileRecord] = {}
+        for kind, names in (("output", [p.out_part for p in parts]), ("error", [p.err_part for p in parts])):
+            present = [n for n in names if n]
+            if not present:
+                continue
+            file_id = _output_id(job.id, kind)
+            path = storage.file_path(file_id)
+            size, lines = await asyncio.to_thread(self._concatenate, job.id, present, path)
+            records[f"{kind}_file_id"] = FileRecord(
+                id=file_id, key_id=job.key_id, purpose="batch_output", filename=f"{job.id}_{kind}.jsonl",
+                bytes=size, lines=lines, path=str(path.relative_to(storage.root)), created_at=time.time(),
+            )  # fmt: skip
+        await self._close(job, records)
+        storage.remove_job_dir(job.id)
+
+    def _concatenate(self, job_id: str, names: list[str], path: os.PathLike[str]) -> tuple[int, int]:
+        from pathlib import Path
+
+        size = lines = 0
+        folder = self.files.storage.job_dir(job_id)
+        with atomic_writer(Path(path)) as out:
+            for name in names:
+                with (folder / name).open("rb") as part:
+                    while block := part.read(1 << 20):
+                        out.write(block)
+                        size += len(block)
+                        lines += block.count(b"\n")
+        return size, lines
+
+    async def _close(self, job: JobRecord, records: dict[str, FileRecord]) -> None:
+        now = time.time()
+        final, stamp = states.COMPLETED, "completed_at"
+        if job.status == states.CANCELLING:
+            final, stamp = states.CANCELLED, "cancelled_at"
+        elif job.status == states.IN_PROGRESS:  # ran past its completion window
+            final, stamp = states.EXPIRED, "expired_at"
+        ids = {column: record.id for column, record in records.items()}
+        async with self.jobs.store.begin() as conn:
+            for record in records.values():
+                exists = await conn.execute(sa.select(files.c.id).where(files.c.id == record.id))
+                if exists.first() is None:  # a finalisation that crashed after its commit is not redone
+                    await self.files.file_record(record, conn)
+            await conn.execute(
+                jobs.update()
+                .where(jobs.c.id == job.id, jobs.c.status == job.status)
+                .values(status=final, **{stamp: now}, **ids)
+            )
+            if job.hold_id is not None:
+                refunded = await release_in(conn, job.hold_id, at=now)
+                if refunded:
+                    logger.info("batch %s: %d held credits refunded", job.id, refunded)
+        logger.info("batch %s %s", job.id, final)
+
+
+class BatchWorker:
+    """Claims jobs one at a time and drives them; renews the claim while it works."""
+
+    def __init__(self, driver: JobDriver) -> None:
+        self.driver = driver
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._loop(), name="embedserve-batch-worker")
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def _loop(self) -> None:
+        config = self.driver.config
+        while True:
+            try:
+                job = await self.driver.jobs.claim(holder=self.driver.holder, lease_s=config.lease_s)
+            except Exception:
+                logger.exception("batch claim failed")
+                job = None
+            if job is None:
+                # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow the cancellation that stops us.
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(config.poll_s):
+                        await self._wake.wait()
+                self._wake.clear()
+                continue
+            await self._work(job)
+
+    async def _work(self, job: JobRecord) -> None:
+        keeper = asyncio.create_task(self._keep(job.id))
+        try:
+            await self.driver.drive(job)
+        except LostClaim:
+            logger.warning("batch %s: claim lost to another replica; leaving it", job.id)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            logger.exception("batch %s failed while running; it will be retried from its last chunk", job.id)
+            await asyncio.sleep(max(self.driver.config.poll_s, min(30.0, self.driver.config.lease_s)))
+        finally:
+            keeper.cancel()
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await asyncio.shield(self.driver.jobs.release(job.id, holder=self.driver.holder))
+
+    async def _keep(self, job_id: str) -> None:
+        config = self.driver.config
+        while True:
+            await asyncio.sleep(config.lease_s / 3)
+            with contextlib.suppress(Exception):
+                await self.driver.jobs.renew(job_id, holder=self.driver.holder, lease_s=config.lease_s)

@@ -1,0 +1,82 @@
+"""Assembling the bulk-job parts for a server: stores, storage root, the line runner and the worker."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+
+from embedserve.accounting.gateway import price
+from embedserve.accounting.store import SQLITE_FILENAME, Store, database_url
+from embedserve.batch.files import FileLimits, FileStore
+from embedserve.batch.jobs import JobStore
+from embedserve.batch.lines import LineCodec, LineRunner
+from embedserve.batch.runner import BatchWorker, JobDriver, RunnerConfig, new_holder
+from embedserve.batch.storage import Storage
+from embedserve.batch.validate import JobLimits
+from embedserve.engine.scheduler import Priority
+from embedserve.service import EmbeddingService
+from embedserve.settings import Settings
+
+
+@dataclass
+class Batches:
+    store: Store
+    files: FileStore
+    jobs: JobStore
+    worker: BatchWorker | None
+    chunk_lines: int
+    eager: bool  # False: auth off and no database yet; create nothing until the first files/batches call
+    _started: bool = False
+    _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    async def start(self) -> None:
+        if self.eager:
+            await self.ready()
+
+    async def ready(self) -> None:
+        """The store at head (SQLite is upgraded here too: auth off has no gateway store) and the worker running."""
+        async with self._lock:
+            if self._started:
+                return
+            await self.store.ensure_schema(auto_upgrade=self.store.is_sqlite)
+            if self.worker is not None:
+                self.worker.start()
+            self._started = True
+
+    async def stop(self) -> None:
+        if self.worker is not None:
+            await self.worker.stop()
+        await self.store.dispose()
+
+    def wake(self) -> None:
+        """A job was created or cancelled here: look now rather than at the next poll."""
+        if self.worker is not None:
+            self.worker.wake()
+
+
+def build_batches(settings: Settings, *, service: EmbeddingService, codec: LineCodec) -> Batches:
+    store = Store(database_url(data_dir=settings.data_dir, database_url=settings.database_url), pool_size=4)
+    storage = Storage(settings.storage_dir)
+    files = FileStore(
+        store=store,
+        storage=storage,
+        limits=FileLimits(max_bytes=settings.batch_max_file_bytes, max_lines=settings.batch_max_requests),
+    )
+    job_store = JobStore(store)
+    worker = None
+    if settings.batch_runner:
+        rate = settings.credits_per_1k_tokens
+        lines = LineRunner(
+            service=service, codec=codec, price=lambda t: price(t, credits_per_1k_tokens=rate), priority=Priority.BULK
+        )
+        config = RunnerConfig(
+            limits=JobLimits(max_requests=settings.batch_max_requests, max_inputs=settings.batch_max_inputs),
+            lease_s=settings.batch_lease_seconds,
+            poll_s=settings.batch_poll_seconds,
+        )
+        driver = JobDriver(jobs=job_store, files=files, lines=lines, config=config, holder=new_holder())
+        worker = BatchWorker(driver)
+    eager = settings.auth or bool(settings.database_url) or (settings.data_dir / SQLITE_FILENAME).exists()
+    return Batches(
+        store=store, files=files, jobs=job_store, worker=worker, chunk_lines=settings.batch_chunk_lines, eager=eager
+    )

@@ -1,0 +1,97 @@
+"""Reading a batch input file line by line (flat memory) and validating it before any work runs.
+
+A job fails validation, with each bad line named, when a line is not a JSON object, lacks ``custom_id`` or ``body``,
+repeats a ``custom_id``, names another ``url`` than the batch's endpoint, or the file is over the limits. A line whose
+*body* ``/v1/embeddings`` would refuse does not fail the job: it will go to the error file, and costs nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from embedserve.batch.lines import BatchLine, LineProblem, LineRunner, parse_line
+
+JUDGE_GROUP = 64
+MAX_REPORTED = 100  # errors.data stops growing here; the count of bad lines is in the last message
+
+
+@dataclass(frozen=True, slots=True)
+class JobLimits:
+    max_requests: int
+    max_inputs: int
+
+
+@dataclass(slots=True)
+class Validation:
+    total: int = 0
+    inputs: int = 0
+    tokens: int = 0
+    credits: int = 0
+    problems: list[LineProblem] = field(default_factory=list)
+
+
+def iter_raw_lines(path: Path, *, skip: int = 0) -> Iterator[tuple[int, bytes]]:
+    """(1-based line number, bytes) of each non-blank line, from the ``skip``-th non-blank line on."""
+    seen = 0
+    with path.open("rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            if not raw.strip():
+                continue
+            seen += 1
+            if seen > skip:
+                yield number, raw
+
+
+def _check_limits(result: Validation, number: int, limits: JobLimits, inputs: int) -> None:
+    before = result.inputs
+    result.inputs += inputs
+    if before <= limits.max_inputs < result.inputs:
+        result.problems.append(
+            LineProblem(number, "too_many_inputs", f"The batch has more than {limits.max_inputs} inputs in all, "
+                        f"this server's limit per batch; line {number} goes over it.", "input")
+        )  # fmt: skip
+
+
+async def _judge(group: list[BatchLine], runner: LineRunner, result: Validation, limits: JobLimits) -> None:
+    costs = await asyncio.gather(*(runner.judge(line) for line in group))
+    for line, cost in zip(group, costs, strict=True):
+        inputs, tokens, credits = cost or (0, 0, 0)
+        _check_limits(result, line.number, limits, inputs)
+        result.tokens += tokens
+        result.credits += credits
+
+
+async def validate(path: Path, *, endpoint: str, limits: JobLimits, runner: LineRunner) -> Validation:
+    result = Validation()
+    seen: set[str] = set()
+    group: list[BatchLine] = []
+    for number, raw in iter_raw_lines(path):
+        result.total += 1
+        if result.total == limits.max_requests + 1:
+            result.problems.append(
+                LineProblem(number, "too_many_requests", f"The file has more than {limits.max_requests} requests, "
+                            f"this server's limit per batch; line {number} is the first over it.")
+            )  # fmt: skip
+        parsed = parse_line(raw, number=number, endpoint=endpoint)
+        if isinstance(parsed, LineProblem):
+            result.problems.append(parsed)
+            continue
+        if parsed.custom_id in seen:
+            result.problems.append(
+                LineProblem(number, "duplicate_custom_id", f"Line {number} repeats custom_id "
+                            f"'{parsed.custom_id[:64]}'; each line needs its own.", "custom_id")
+            )  # fmt: skip
+            continue
+        seen.add(parsed.custom_id)
+        group.append(parsed)
+        if len(group) >= JUDGE_GROUP:
+            await _judge(group, runner, result, limits)
+            group = []
+    if group:
+        await _judge(group, runner, result, limits)
+    if result.total == 0:
+        result.problems.append(LineProblem(0, "empty_file", "The input file has no requests."))
+    return result

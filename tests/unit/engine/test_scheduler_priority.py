@@ -1,0 +1,40 @@
+"""Bulk (batch-job) work yields to online work: online inputs are batched first, one bulk batch runs at a time."""
+
+from __future__ import annotations
+
+import asyncio
+
+from embedserve.engine.scheduler import Priority
+from tests.unit.engine.test_scheduler import RecordingBackend, enc, make
+
+
+async def test_online_inputs_overtake_queued_bulk_inputs() -> None:
+    backend = RecordingBackend()
+    backend.gate.clear()  # hold the first batch on the inference thread while more work queues
+    sched = make(backend, max_batch_tokens=8, max_batch_size=2)
+    sched.start()
+    bulk = sched.submit([enc(4, tag=100 + i) for i in range(6)], priority=Priority.BULK)
+    await asyncio.sleep(0.05)
+    online = sched.submit([enc(3, tag=1), enc(3, tag=2)])
+    backend.gate.set()
+    await asyncio.gather(*bulk, *online)
+    # The bulk batch already running finishes; the online pair goes next, ahead of the four bulk inputs queued.
+    assert backend.batches == [[4, 4], [3, 3], [4, 4], [4, 4]]
+    assert [int(r[0]) for r in await asyncio.gather(*online)] == [1, 2]
+    await sched.stop()
+
+
+async def test_only_one_bulk_batch_is_in_flight_so_online_waits_for_at_most_one() -> None:
+    backend = RecordingBackend()
+    backend.gate.clear()
+    sched = make(backend, max_batch_tokens=8, max_batch_size=2)
+    sched.start()
+    sched.submit([enc(4, tag=100 + i) for i in range(6)], priority=Priority.BULK)
+    await asyncio.sleep(0.05)
+    assert sched.queue_depth == 4  # one bulk batch taken; the next is not prepared behind it
+    online = sched.submit([enc(4, tag=1)])
+    backend.gate.set()
+    await asyncio.gather(*online)
+    # The online input ran second: right after the bulk batch that was already on the thread.
+    assert backend.batches[1] == [4]
+    await sched.stop()
