@@ -120,8 +120,10 @@ def _parser() -> argparse.ArgumentParser:
         _add_flags(serve.add_argument_group(group), flags)
     serve.set_defaults(func=_serve)
     from embedserve.accounting.cli import add_subcommands
+    from embedserve.batch.run_cli import add_batch_command
 
     add_subcommands(sub)
+    add_batch_command(sub, _ENGINE_FLAGS)
     return parser
 
 

@@ -13,6 +13,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+import numpy as np
+import numpy.typing as npt
 import orjson
 
 from embedserve.engine.scheduler import Priority
@@ -90,6 +92,7 @@ class LineOutcome:
     inputs: int = 0
     tokens: int = 0
     credits: int = 0
+    vectors: npt.NDArray[np.float32] | None = None  # kept only when the runner is asked to (Parquet output)
 
 
 def result_line(*, custom_id: str, request_id: str, status_code: int, body: Mapping[str, Any]) -> bytes:
@@ -106,12 +109,14 @@ class LineRunner:
     """Runs lines through the service at a priority, with credits already held by the caller."""
 
     def __init__(
-        self, *, service: EmbeddingService, codec: LineCodec, price: Callable[[int], int], priority: Priority
-    ) -> None:
+        self, *, service: EmbeddingService, codec: LineCodec, price: Callable[[int], int], priority: Priority,
+        keep_vectors: bool = False,
+    ) -> None:  # fmt: skip
         self.service = service
         self.codec = codec
         self.price = price
         self.priority = priority
+        self.keep_vectors = keep_vectors
 
     async def judge(self, line: BatchLine) -> tuple[int, int, int] | None:
         """(inputs, tokens, credits) the line will cost, or None when it will fail (and cost nothing)."""
@@ -136,9 +141,12 @@ class LineRunner:
         except Exception:
             logger.exception("batch line %d failed unexpectedly", line.number)
             return self._failed(line, request_id, EngineError("The server had an error processing this line."))
+        counts = (len(prepared.encodings), tokens, credits)
+        if self.keep_vectors:
+            return LineOutcome(True, line.custom_id, b"", *counts, vectors=result.vectors)
         body = self.codec.render(result, encoding_format=encoding_format)
         data = result_line(custom_id=line.custom_id, request_id=request_id, status_code=200, body=body)
-        return LineOutcome(True, line.custom_id, data, len(prepared.encodings), tokens, credits)
+        return LineOutcome(True, line.custom_id, data, *counts)
 
     def _failed(self, line: BatchLine, request_id: str, exc: EmbedServeError) -> LineOutcome:
         body = self.codec.error_body(exc)
