@@ -245,7 +245,7 @@ class JobDriver:
                 refunded = await release_in(conn, job.hold_id, at=now)
                 if refunded:
                     logger.info("batch %s: %d held credits refunded", job.id, refunded)
-        logger.info("batch %s %s", job.id, final)
+        logger.info("batch %s %s by %s", job.id, final, self.holder)
 
 
 class BatchWorker:
