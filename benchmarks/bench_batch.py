@@ -27,7 +27,33 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 sys.path.insert(0, str(REPO))
 WORDS = tuple(
-    "the of and to in is was for on that with as by at from his an were are which this be or have had".split(" ")
+    [
+        "the",
+        "of",
+        "and",
+        "to",
+        "in",
+        "is",
+        "was",
+        "for",
+        "on",
+        "that",
+        "with",
+        "as",
+        "by",
+        "at",
+        "from",
+        "his",
+        "an",
+        "were",
+        "are",
+        "which",
+        "this",
+        "be",
+        "or",
+        "have",
+        "had",
+    ]
 )
 
 
