@@ -81,3 +81,6 @@ async def auth_app(tmp_path: Path) -> Any:
 async def http(auth_app: Any) -> Any:
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=auth_app), base_url="http://test") as client:
         yield client
+
+
+from tests.integration.gateway.conftest import pg_url  # noqa: E402, F401  (a fresh PostgreSQL database per test)
