@@ -1,4 +1,8 @@
-"""Fixtures shared by every test level: where the reference bge files and the real MiniLM weights are."""
+"""Fixtures shared by every test level: where the reference bge files and the real MiniLM weights are.
+
+Also: the coverage floor (``--cov-fail-under`` in pyproject) is enforced only on the whole default run, README's
+``python -m pytest -q``; a targeted run (``pytest tests/unit/...``) covers little by design and is not failed for it.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,12 @@ from pathlib import Path
 import pytest
 
 REFERENCE_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "reference"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    cov = config.pluginmanager.get_plugin("_cov")  # pytest-cov keeps its own copy of the options
+    if cov is not None and config.args_source is not pytest.Config.ArgsSource.TESTPATHS:
+        cov.options.cov_fail_under = None
 
 
 @pytest.fixture(scope="session")

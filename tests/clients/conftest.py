@@ -72,6 +72,6 @@ def base_url(minilm_server: ServerProcess) -> str:
 @pytest.fixture(scope="session")
 def reference(base_url: str) -> npt.NDArray[np.float32]:
     """The official ``openai`` SDK's vectors for TEXTS: what every client must return."""
-    client = openai.OpenAI(api_key=API_KEY, base_url=base_url)
-    response = client.embeddings.create(input=TEXTS, model=MODEL)
+    with openai.OpenAI(api_key=API_KEY, base_url=base_url) as client:
+        response = client.embeddings.create(input=TEXTS, model=MODEL)
     return np.array([d.embedding for d in response.data], dtype=np.float32)

@@ -38,11 +38,11 @@ def replica_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerP
 def test_replica_is_marked_random_in_banner_ready_models_and_headers(replica_server: ServerProcess) -> None:
     assert "RANDOM WEIGHTS (--load-format dummy)" in replica_server.log()
     assert httpx.get(f"{replica_server.base_url}/ready", timeout=60).json()["random_weights"] is True
-    client = openai.OpenAI(api_key="any-key", base_url=f"{replica_server.base_url}/v1")
-    (card,) = client.models.list().data
-    assert card.model_extra and card.model_extra["random_weights"] is True
-    raw = client.embeddings.with_raw_response.create(input="Laura is a DJ.", model=SEED_MODEL)
-    assert raw.headers["x-embedserve-random-weights"] == "true"
+    with openai.OpenAI(api_key="any-key", base_url=f"{replica_server.base_url}/v1") as client:
+        (card,) = client.models.list().data
+        assert card.model_extra and card.model_extra["random_weights"] is True
+        raw = client.embeddings.with_raw_response.create(input="Laura is a DJ.", model=SEED_MODEL)
+        assert raw.headers["x-embedserve-random-weights"] == "true"
 
 
 def _check_seed_response(response: openai.types.CreateEmbeddingResponse) -> list[float]:
@@ -61,33 +61,33 @@ def _cosine(a: list[float], b: list[float]) -> float:
 
 
 def test_python_sdk_sync_default_and_float_agree(replica_server: ServerProcess) -> None:
-    client = openai.OpenAI(api_key="any-key", base_url=f"{replica_server.base_url}/v1")
-    text = "Laura is a DJ."
-    default = _check_seed_response(client.embeddings.create(input=text, model=SEED_MODEL))
-    floats = _check_seed_response(client.embeddings.create(input=text, model=SEED_MODEL, encoding_format="float"))
-    # The SDK asks for base64 by default and decodes it: bit-exact with the float path.
-    assert default == floats
+    with openai.OpenAI(api_key="any-key", base_url=f"{replica_server.base_url}/v1") as client:
+        text = "Laura is a DJ."
+        default = _check_seed_response(client.embeddings.create(input=text, model=SEED_MODEL))
+        floats = _check_seed_response(client.embeddings.create(input=text, model=SEED_MODEL, encoding_format="float"))
+        # The SDK asks for base64 by default and decodes it: bit-exact with the float path.
+        assert default == floats
 
 
 async def test_python_sdk_async(replica_server: ServerProcess) -> None:
-    client = openai.AsyncOpenAI(api_key="any-key", base_url=f"{replica_server.base_url}/v1")
-    response = await client.embeddings.create(input=["Laura is a DJ.", "Laura is a DJ."], model=SEED_MODEL)
-    assert len(response.data) == 2 and response.usage.prompt_tokens == 14
-    assert response.data[0].embedding == response.data[1].embedding
-    single = _check_seed_response(await client.embeddings.create(input="Laura is a DJ.", model=SEED_MODEL))
-    # Alone or batched, the same text gives the same vector up to kernel rounding: the last bits in fp32; bf16 GEMMs
-    # block differently per batch shape, which over 24 random-weight layers costs about 1e-4 (0.99989 measured).
-    dtype = httpx.get(f"{replica_server.base_url}/ready", timeout=60).json()["dtype"]
-    assert _cosine(single, response.data[0].embedding) > (0.99999 if dtype == "float32" else 0.9995)
+    async with openai.AsyncOpenAI(api_key="any-key", base_url=f"{replica_server.base_url}/v1") as client:
+        response = await client.embeddings.create(input=["Laura is a DJ.", "Laura is a DJ."], model=SEED_MODEL)
+        assert len(response.data) == 2 and response.usage.prompt_tokens == 14
+        assert response.data[0].embedding == response.data[1].embedding
+        single = _check_seed_response(await client.embeddings.create(input="Laura is a DJ.", model=SEED_MODEL))
+        # Alone or batched, the same text gives the same vector up to kernel rounding: the last bits in fp32; bf16 GEMMs
+        # block differently per batch shape, which over 24 random-weight layers costs about 1e-4 (0.99989 measured).
+        dtype = httpx.get(f"{replica_server.base_url}/ready", timeout=60).json()["dtype"]
+        assert _cosine(single, response.data[0].embedding) > (0.99999 if dtype == "float32" else 0.9995)
 
 
 def test_python_sdk_surfaces_errors(replica_server: ServerProcess) -> None:
-    client = openai.OpenAI(api_key="any-key", base_url=f"{replica_server.base_url}/v1", max_retries=0)
-    with pytest.raises(openai.NotFoundError) as err:
-        client.embeddings.create(input="x", model="no-such-model")
-    assert "no-such-model" in str(err.value)
-    with pytest.raises(openai.BadRequestError, match="Matryoshka"):
-        client.embeddings.create(input="x", model=SEED_MODEL, dimensions=256)
+    with openai.OpenAI(api_key="any-key", base_url=f"{replica_server.base_url}/v1", max_retries=0) as client:
+        with pytest.raises(openai.NotFoundError) as err:
+            client.embeddings.create(input="x", model="no-such-model")
+        assert "no-such-model" in str(err.value)
+        with pytest.raises(openai.BadRequestError, match="Matryoshka"):
+            client.embeddings.create(input="x", model=SEED_MODEL, dimensions=256)
 
 
 @pytest.mark.skipif(shutil.which("node") is None, reason="node is not installed")

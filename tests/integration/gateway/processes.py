@@ -70,8 +70,8 @@ class Server:
 def start_server(*, port: int, env: dict[str, str], log_path: Path) -> Server:
     cmd = [sys.executable, "-m", "embedserve", "serve", "--model", str(REFERENCE_DIR), "--backend", "fake",
            "--served-model-name", "BAAI/bge-large-en-v1.5", "--host", "127.0.0.1", "--port", str(port)]  # fmt: skip
-    log = log_path.open("ab")
-    proc = subprocess.Popen(cmd, cwd=REPO, env=_env(env), stdout=log, stderr=subprocess.STDOUT)
+    with log_path.open("ab") as log:  # the child keeps its own copy of the descriptor
+        proc = subprocess.Popen(cmd, cwd=REPO, env=_env(env), stdout=log, stderr=subprocess.STDOUT)
     server = Server(proc=proc, port=port, log_path=log_path)
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline:

@@ -26,8 +26,8 @@ def test_first_key_is_printed_once_and_the_sdk_uses_it(tmp_path: Path) -> None:
         found = re.search(r"^\s+(es-[A-Za-z0-9_-]{43})\s*$", log, re.M)
         admin = re.search(r"^\s+(es-admin-[A-Za-z0-9_-]{43})\s*$", log, re.M)
         assert found and admin and "embedserve keys create" in log
-        client = openai.OpenAI(api_key=found.group(1), base_url=f"{server.url}/v1")
-        response = client.embeddings.create(input="Laura is a DJ.", model=MODEL)
+        with openai.OpenAI(api_key=found.group(1), base_url=f"{server.url}/v1") as client:
+            response = client.embeddings.create(input="Laura is a DJ.", model=MODEL)
         assert response.usage.prompt_tokens == 7
         assert response.model_extra is not None and response.model_extra["meta"]["usage"]["credits_used"] == 1
         keys = httpx.get(f"{server.url}/admin/keys", headers={"Authorization": f"Bearer {admin.group(1)}"})
@@ -36,8 +36,10 @@ def test_first_key_is_printed_once_and_the_sdk_uses_it(tmp_path: Path) -> None:
         poor = create_key(["--data-dir", str(data)], credits=0)
         sent: list[str] = []
         http = httpx.Client(event_hooks={"request": [lambda request: sent.append(request.url.path)]})
-        sdk = openai.OpenAI(api_key=poor["secret"], base_url=f"{server.url}/v1", http_client=cast(Any, http))
-        with pytest.raises(openai.APIStatusError, match="costs 1 credit ") as info:
+        with (
+            openai.OpenAI(api_key=poor["secret"], base_url=f"{server.url}/v1", http_client=cast(Any, http)) as sdk,
+            pytest.raises(openai.APIStatusError, match="costs 1 credit ") as info,
+        ):
             sdk.embeddings.create(input="Laura is a DJ.", model=MODEL)
         assert info.value.status_code == 402 and len(sent) == 1
     finally:
