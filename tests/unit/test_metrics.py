@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import urllib.error
 import urllib.request
 
 import httpx
@@ -195,6 +196,18 @@ def test_metrics_port_serves_the_same_registry_openly() -> None:
     finally:
         server.close()
     assert 'embedserve_tokens_total{key_id="key_1"} 7.0' in text
+
+
+@pytest.mark.parametrize("path", ["/v1/embeddings", "/", "/admin/keys", "/metricsx"])
+def test_metrics_port_serves_nothing_but_metrics(path: str) -> None:
+    server = serve_metrics_port(Metrics.create(process=False), host="127.0.0.1", port=0)
+    try:
+        with pytest.raises(urllib.error.HTTPError) as err:
+            urllib.request.urlopen(f"http://127.0.0.1:{server.port}{path}", timeout=5)
+    finally:
+        server.close()
+    err.value.close()
+    assert err.value.code == 404
 
 
 def test_request_observer_counts_by_template_and_logs_without_text(caplog: pytest.LogCaptureFixture) -> None:

@@ -24,8 +24,7 @@ class NoAuthGateway(OpenGateway):
     """``--no-auth``: the open gateway, which says so loudly when it starts."""
 
     async def start(self) -> None:
-        logger.warning(NO_AUTH_WARNING)
-        print(f"embedserve: WARNING: {NO_AUTH_WARNING}", flush=True)
+        logger.warning(NO_AUTH_WARNING)  # once: the server's log handler writes it to stderr
 
 
 def build_gateway(settings: Settings) -> Gateway:

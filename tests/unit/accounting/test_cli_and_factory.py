@@ -23,11 +23,14 @@ def test_build_gateway_is_store_backed_by_default(tmp_path: Path) -> None:
     assert isinstance(build_gateway(Settings(data_dir=tmp_path)), StoreGateway)
 
 
-async def test_no_auth_says_so_loudly(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+async def test_no_auth_says_so_loudly_once(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
     gateway = build_gateway(Settings(data_dir=tmp_path, auth=False))
     assert isinstance(gateway, NoAuthGateway)
     await gateway.start()
-    assert "AUTHENTICATION IS OFF" in capsys.readouterr().out
+    assert [r.levelname for r in caplog.records if "AUTHENTICATION IS OFF" in r.getMessage()] == ["WARNING"]
+    assert "AUTHENTICATION IS OFF" not in capsys.readouterr().out  # the log line only, not a second print
     assert (await gateway.authenticate("anything")).key_id is None
 
 

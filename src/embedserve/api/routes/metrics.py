@@ -7,14 +7,15 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Annotated
-from wsgiref.simple_server import WSGIServer
+from typing import Annotated, Any
+from wsgiref.simple_server import WSGIServer, make_server
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
-from prometheus_client import start_http_server
+from prometheus_client import make_wsgi_app
+from prometheus_client.exposition import ThreadingWSGIServer, _SilentHandler
 from starlette.routing import Match
 from starlette.types import Scope
 
@@ -23,6 +24,8 @@ from embedserve.logs import ACCESS_LOGGER, log_request
 from embedserve.metrics import Metrics, observe_request, render
 
 router = APIRouter(tags=["operations"])
+
+WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
 UNMATCHED_ROUTE = "<unmatched>"  # one label for every 404, so scanners cannot grow the series without bound
 
@@ -99,7 +102,23 @@ class MetricsServer:
         self.thread.join(timeout=5)
 
 
+def only_metrics_path(app: WSGIApp) -> WSGIApp:
+    """prometheus_client answers every path with the metrics; this port answers ``/metrics`` and 404s the rest."""
+
+    def guarded(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        if environ.get("PATH_INFO", "") in ("/metrics", "/metrics/"):
+            return app(environ, start_response)
+        start_response("404 Not Found", [("Content-Type", "text/plain; charset=utf-8")])
+        return [b"Not found: this port serves only /metrics.\n"]
+
+    return guarded
+
+
 def serve_metrics_port(metrics: Metrics, *, host: str, port: int) -> MetricsServer:
-    """Serve ``metrics`` without auth on ``host:port`` (0 picks a free port); ``close()`` it on shutdown."""
-    server, thread = start_http_server(port, addr=host, registry=metrics.registry)
+    """Serve ``metrics`` without auth on ``host:port`` (0 picks a free port), at ``/metrics`` only (any other path
+    is a 404); ``close()`` it on shutdown."""
+    app = only_metrics_path(make_wsgi_app(metrics.registry))
+    server = make_server(host, port, app, ThreadingWSGIServer, handler_class=_SilentHandler)
+    thread = threading.Thread(target=server.serve_forever, name="embedserve-metrics-port", daemon=True)
+    thread.start()
     return MetricsServer(server=server, thread=thread)
