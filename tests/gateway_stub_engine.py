@@ -12,7 +12,8 @@ import numpy as np
 import numpy.typing as npt
 from tokenizers import Tokenizer
 
-from embedserve.engine.types import Encoding, ModelInfo
+from embedserve.engine.tokenizer import WordPieceTokenizer
+from embedserve.engine.types import Encoding, ModelInfo, Token
 from embedserve.errors import EngineError
 from embedserve.settings import EngineSettings
 
@@ -42,6 +43,15 @@ class StubEngine:
 
     async def tokenize(self, texts: Sequence[str], *, truncate: bool) -> list[Encoding]:
         return [Encoding(ids=tuple(e.ids)) for e in self._tokenizer.encode_batch(list(texts))]
+
+    async def tokens(self, texts: Sequence[str], *, add_special_tokens: bool, query: bool) -> list[list[Token]]:
+        instruction = self.settings.query_instruction if query else ""
+        tok = WordPieceTokenizer(REFERENCE_DIR / "tokenizer.json", vocab_size=30522)
+        return tok.tokens(list(texts), add_special_tokens=add_special_tokens, instruction=instruction)
+
+    async def decode(self, id_lists: Sequence[Sequence[int]], *, skip_special_tokens: bool) -> list[str]:
+        tok = WordPieceTokenizer(REFERENCE_DIR / "tokenizer.json", vocab_size=30522)
+        return tok.decode(id_lists, skip_special_tokens=skip_special_tokens)
 
     def encode_token_ids(self, id_lists: Sequence[Sequence[int]], *, truncate: bool) -> list[Encoding]:
         return [Encoding(ids=(101, *ids, 102)) for ids in id_lists]

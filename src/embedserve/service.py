@@ -21,7 +21,7 @@ from embedserve import errors
 from embedserve.accounting.gateway import Admission, Gateway, Principal
 from embedserve.engine.scheduler import Priority
 from embedserve.engine.token_ids import TokenIdKind, classify, decode_cl100k
-from embedserve.engine.types import Encoding
+from embedserve.engine.types import Encoding, Token
 from embedserve.metrics import Metrics, observe_tokenization
 
 if TYPE_CHECKING:
@@ -73,6 +73,22 @@ class EmbedResult:
     @property
     def prompt_tokens(self) -> int:
         return sum(self.token_counts)
+
+
+@dataclass(frozen=True, slots=True)
+class TokenizeResult:
+    """``/tokenize``: each input's tokens (character offsets), and the caller's rate-limit standing."""
+
+    tokens: list[list[Token]]
+    model: str
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class DecodeResult:
+    texts: list[str]
+    model: str
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 def normalize_input(
@@ -265,6 +281,36 @@ class EmbeddingService:
             headers=headers,
             token_ids=prepared.token_ids,
         )
+
+    async def tokenize(
+        self, texts: str | Sequence[str], principal: Principal, *, add_special_tokens: bool, input_type: str | None
+    ) -> TokenizeResult:
+        """Show how texts tokenise for the model: rate limited like any request, no credits, nothing recorded."""
+        max_chars = self._engine.info.max_tokens * MAX_CHARS_PER_TOKEN  # bounds the tokenizer's work, as for embeddings
+        items = normalize_input(texts, max_inputs=self._max_inputs, max_chars=max_chars)
+        headers = await self._gateway.throttle(principal)
+        query = input_type in QUERY_INPUT_TYPES
+        tokens = await self._engine.tokens([str(t) for t in items], add_special_tokens=add_special_tokens, query=query)
+        return TokenizeResult(tokens=tokens, model=self.model_name, headers=headers)
+
+    async def decode(
+        self, ids: Sequence[int] | Sequence[Sequence[int]], principal: Principal, *, skip_special_tokens: bool
+    ) -> DecodeResult:
+        """The model's token ids back to text: rate limited like any request, no credits, nothing recorded."""
+        if len(ids) == 0:
+            raise errors.InvalidInputError("'ids' must not be empty.", param="ids")
+        flat = all(isinstance(x, int) for x in ids)
+        id_lists = (
+            [[int(cast(int, x)) for x in ids]] if flat else [[int(t) for t in cast(Sequence[int], x)] for x in ids]
+        )
+        if len(id_lists) > self._max_inputs:
+            raise errors.InvalidInputError(
+                f"'ids' has {len(id_lists)} lists; this server accepts at most {self._max_inputs} per request.",
+                param="ids",
+            )
+        headers = await self._gateway.throttle(principal)
+        texts = await self._engine.decode(id_lists, skip_special_tokens=skip_special_tokens)
+        return DecodeResult(texts=texts, model=self.model_name, headers=headers)
 
     async def _run(self, encodings: Sequence[Encoding], admission: Admission) -> npt.NDArray[np.float32]:
         ok = False

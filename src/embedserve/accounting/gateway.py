@@ -62,6 +62,11 @@ class Gateway(Protocol):
         """Check rate limits and reserve credits, or raise ``RateLimitExceededError`` / ``InsufficientQuotaError``."""
         ...
 
+    async def throttle(self, principal: Principal) -> dict[str, str]:
+        """Count one request against the caller's requests-per-minute limit, reserving no credits and recording no
+        usage (``/tokenize``, ``/decode``); returns the rate-limit headers or raises ``RateLimitExceededError``."""
+        ...
+
     async def settle(self, admission: Admission, *, ok: bool) -> None:
         """Charge the reservation (``ok``) or refund it, and record the request in the usage ledger."""
         ...
@@ -91,6 +96,9 @@ class OpenGateway:
     async def admit(self, principal: Principal, *, request_id: str, model: str, inputs: int, tokens: int) -> Admission:
         credits = price(tokens, credits_per_1k_tokens=self._credits_per_1k)
         return Admission(principal=principal, request_id=request_id, tokens=tokens, credits=credits)
+
+    async def throttle(self, principal: Principal) -> dict[str, str]:
+        return {}
 
     async def settle(self, admission: Admission, *, ok: bool) -> None:
         return None

@@ -190,6 +190,13 @@ class StoreGateway:
             headers=headers,
         )
 
+    async def throttle(self, principal: Principal) -> dict[str, str]:
+        if principal.key_id is None:
+            raise AuthenticationError("This request has no API key.")
+        key_id = principal.key_id
+        limits = self._limits.get(key_id) or self._limits_of(await self.keys.get(key_id))
+        return await self.limiter.acquire(key_id, Limits(rpm=limits.rpm), tokens=0)
+
     async def settle(self, admission: Admission, *, ok: bool) -> None:
         if admission.reservation_id is None or admission.principal.key_id is None:
             return

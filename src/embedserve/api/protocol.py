@@ -81,6 +81,48 @@ class ModelList(BaseModel):
     data: list[ModelCard]
 
 
+class TokenizeRequest(BaseModel):
+    """``POST /tokenize``, in Hugging Face TEI's shape (``inputs``; OpenAI-style ``input`` is accepted too)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    inputs: str | list[str] | None = Field(default=None, description="A text or a list of texts.")
+    input: str | list[str] | None = Field(default=None, description="Alias of `inputs`.")
+    add_special_tokens: bool = Field(default=True, description="Include [CLS] and [SEP], as embeddings count them.")
+    input_type: InputType | None = Field(
+        default=None, description="`query`/`search_query`: show the tokens with BGE's retrieval instruction."
+    )
+    model: str | None = None
+
+
+class TokenObject(BaseModel):
+    id: int
+    text: str = Field(description="The caller's text at [start, stop); the token itself for special tokens.")
+    special: bool
+    start: int | None = Field(description="Character (Unicode code point) offset, not bytes; null for special tokens")
+    stop: int | None
+
+
+class TokenizeResponse(BaseModel):
+    model: str
+    offsets: Literal["characters"] = "characters"
+    tokens: list[list[TokenObject]] = Field(description="Per input, its tokens (TEI's /tokenize response).")
+    count: list[int] = Field(description="Per input, its number of tokens (what embeddings would count).")
+
+
+class DecodeRequest(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    ids: list[int] | list[list[int]] = Field(description="The model's token ids, or a list of such lists.")
+    skip_special_tokens: bool = True
+    model: str | None = None
+
+
+class DecodeResponse(BaseModel):
+    model: str
+    texts: list[str] = Field(description="Per id list, its text.")
+
+
 class ErrorDetail(BaseModel):
     message: str
     type: str

@@ -22,7 +22,7 @@ from embedserve.engine.memory import release_free_memory
 from embedserve.engine.scheduler import BatchStats, Priority, Scheduler, SchedulerConfig, inference_executor, pad_batch
 from embedserve.engine.token_ids import cl100k
 from embedserve.engine.tokenizer import WordPieceTokenizer
-from embedserve.engine.types import Encoding, ModelInfo
+from embedserve.engine.types import Encoding, ModelInfo, Token
 from embedserve.errors import ContextLengthExceededError, EngineError
 from embedserve.settings import EngineSettings
 
@@ -168,6 +168,22 @@ class Engine:
         tok = self._require_tokenizer()
         return await asyncio.to_thread(
             tok.encode_texts, list(texts), truncate=truncate, max_tokens=self.info.max_tokens
+        )
+
+    async def tokens(self, texts: Sequence[str], *, add_special_tokens: bool, query: bool) -> list[list[Token]]:
+        """Each text's tokens with their character offsets (``/tokenize``); nothing truncated, nothing refused."""
+        instruction = self.settings.query_instruction if query else ""
+        return await asyncio.to_thread(
+            self._require_tokenizer().tokens,
+            list(texts),
+            add_special_tokens=add_special_tokens,
+            instruction=instruction,
+        )
+
+    async def decode(self, id_lists: Sequence[Sequence[int]], *, skip_special_tokens: bool) -> list[str]:
+        """The model's WordPiece ids back to text (``/decode``)."""
+        return await asyncio.to_thread(
+            self._require_tokenizer().decode, id_lists, skip_special_tokens=skip_special_tokens
         )
 
     def encode_token_ids(self, ids: Sequence[Sequence[int]], *, truncate: bool) -> list[Encoding]:

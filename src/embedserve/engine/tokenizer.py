@@ -10,7 +10,7 @@ from pathlib import Path
 
 from tokenizers import Tokenizer
 
-from embedserve.engine.types import Encoding
+from embedserve.engine.types import Encoding, Token
 from embedserve.errors import InvalidInputError
 
 CHUNK_CHARS = 1 << 20
@@ -69,6 +69,36 @@ class WordPieceTokenizer:
             full = tuple(ids) if wrapped else (self.cls_id, *ids, self.sep_id)
             out.append(self._fit(full, truncate=truncate, max_tokens=max_tokens))
         return out
+
+    def tokens(self, texts: Sequence[str], *, add_special_tokens: bool, instruction: str = "") -> list[list[Token]]:
+        """Each text's tokens with character offsets into that text (HF tokenizers' offsets are code points)."""
+        encoded = self._tok.encode_batch([instruction + t for t in texts], add_special_tokens=add_special_tokens)
+        shift = len(instruction)
+        out = []
+        for text, enc in zip(texts, encoded, strict=True):
+            row = []
+            for token_id, piece, (start, stop), special in zip(
+                enc.ids, enc.tokens, enc.offsets, enc.special_tokens_mask, strict=True
+            ):
+                if special or stop <= shift:  # [CLS]/[SEP], or the query instruction the caller did not write
+                    row.append(Token(id=token_id, text=piece, special=bool(special), start=None, stop=None))
+                else:
+                    first, last = start - shift, stop - shift
+                    row.append(Token(id=token_id, text=text[first:last], special=False, start=first, stop=last))
+            out.append(row)
+        return out
+
+    def decode(self, id_lists: Sequence[Sequence[int]], *, skip_special_tokens: bool) -> list[str]:
+        """Token ids back to text; an id outside the vocabulary is a 400 naming it."""
+        for index, ids in enumerate(id_lists):
+            bad = next((t for t in ids if not 0 <= t < self.vocab_size), None)
+            if bad is not None:
+                raise InvalidInputError(
+                    f"ids[{index}] contains token id {bad}, outside this model's vocabulary (0 to "
+                    f"{self.vocab_size - 1}).",
+                    param="ids",
+                )
+        return list(self._tok.decode_batch([list(ids) for ids in id_lists], skip_special_tokens=skip_special_tokens))
 
     def _fit(self, ids: tuple[int, ...], *, truncate: bool, max_tokens: int) -> Encoding:
         if truncate and len(ids) > max_tokens:

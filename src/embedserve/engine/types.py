@@ -40,3 +40,15 @@ class Encoding:
     @property
     def length(self) -> int:
         return len(self.ids)
+
+
+@dataclass(frozen=True, slots=True)
+class Token:
+    """One token of a text as ``/tokenize`` shows it. ``start``/``stop`` are character (code point) offsets into the
+    caller's text, so ``text == input[start:stop]``; None for special tokens and the query instruction's tokens."""
+
+    id: int
+    text: str
+    special: bool
+    start: int | None
+    stop: int | None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, cast
@@ -11,6 +12,7 @@ import pytest
 from fastapi import FastAPI
 
 from embedserve.accounting.store_gateway import StoreGateway
+from embedserve.accounting.usage import usage_report
 from embedserve.api.app import create_app
 from embedserve.settings import Settings
 from tests.gateway_stub_engine import StubEngine
@@ -154,3 +156,19 @@ async def test_no_auth_serves_any_bearer_but_not_the_admin_api(tmp_path: Path) -
             assert ok.status_code == 200 and ok.json()["meta"]["usage"]["credits_used"] == 1
             assert (await client.get("/admin/keys", headers=bearer("anything"))).status_code == 503
     assert not (tmp_path / "embedserve.db").exists()
+
+
+@pytest.mark.parametrize(("path", "body"), [("/tokenize", {"inputs": "Laura is a DJ."}), ("/decode", {"ids": [6874]})])
+async def test_tokenizer_routes_need_a_key_charge_nothing_and_are_rate_limited(
+    app: FastAPI, client: httpx.AsyncClient, path: str, body: dict[str, Any]
+) -> None:
+    assert (await client.post(path, json=body)).status_code == 401
+    key = await gw(app).keys.create(name="tok", credits=0, rpm=2)  # no credits at all: tokenizing is free
+    first = await client.post(path, json=body, headers=bearer(key.secret))
+    assert first.status_code == 200, first.text
+    assert first.headers["x-ratelimit-remaining-requests"] == "1"
+    assert (await client.post(path, json=body, headers=bearer(key.secret))).status_code == 200
+    limited = await client.post(path, json=body, headers=bearer(key.secret))
+    assert limited.status_code == 429 and "requests" in limited.json()["error"]["message"]
+    assert (await gw(app).keys.get(key.info.id)).credits == 0
+    assert await usage_report(gw(app).store, now=time.time(), days=1, key_id=key.info.id) == []
