@@ -71,12 +71,16 @@ async def run_batch(
         sink = Sink(output, resume=resume, dim=engine.info.dim)
         meter = Meter(total=source.count(), done=sink.rows_done, stream=stream or sys.stderr)
         lines = source.lines(skip=sink.rows_done)
-        while chunk := list(itertools.islice(lines, chunk_rows)):
-            outcomes = await runner.run_many(chunk)
-            sink.write(outcomes)
-            meter.update(
-                rows=len(chunk), inputs=sum(o.inputs for o in outcomes), tokens=sum(o.tokens for o in outcomes)
-            )
+        try:
+            while chunk := list(itertools.islice(lines, chunk_rows)):
+                outcomes = await runner.run_many(chunk)
+                sink.write(outcomes)
+                meter.update(
+                    rows=len(chunk), inputs=sum(o.inputs for o in outcomes), tokens=sum(o.tokens for o in outcomes)
+                )
+        except BaseException:
+            sink.release()  # --resume picks up from the last durable chunk
+            raise
         sink.close()
         meter.finish()
         return 0

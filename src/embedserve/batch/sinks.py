@@ -90,6 +90,12 @@ class Sink:
             pq.write_table(table, handle)
         self.state["parts"] += 1
 
+    def release(self) -> None:
+        """Close the files without finishing them: after a failure they stay at their last durable point."""
+        for handle in (self.out, self.errors):
+            if handle is not None:
+                handle.close()
+
     def close(self) -> None:
         if self.out is not None:
             self.out.close()
