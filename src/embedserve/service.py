@@ -7,6 +7,7 @@ charged on success and refunded on failure or cancellation (the client went away
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import re
 import time
@@ -69,6 +70,7 @@ class EmbedResult:
     model: str
     headers: dict[str, str] = field(default_factory=dict)
     token_ids: tuple[TokenIdKind, ...] = ()  # how each token-id array was read; empty for text input
+    credits_remaining: int | None = None  # the balance after this request; None: unlimited or no key store
 
     @property
     def prompt_tokens(self) -> int:
@@ -259,7 +261,8 @@ class EmbeddingService:
             principal, request_id=request.request_id, model=prepared.model, inputs=len(counts), tokens=sum(counts)
         )
         vectors = await self._run(prepared.encodings, admission)
-        return self._result(prepared, vectors, credits=admission.credits, headers=dict(admission.headers))
+        result = self._result(prepared, vectors, credits=admission.credits, headers=dict(admission.headers))
+        return dataclasses.replace(result, credits_remaining=admission.credits_remaining)
 
     async def embed_prepaid(
         self, prepared: Prepared, *, credits: int, priority: Priority = Priority.BULK

@@ -31,6 +31,7 @@ class Reservation:
     id: str
     key_id: str
     credits: int
+    balance_after: int | None = None  # the key's credits once this is reserved; None: unlimited
 
 
 def _credits(n: int) -> str:
@@ -52,19 +53,23 @@ class CreditLedger:
     ) -> Reservation:
         """Debit ``credits`` (unless unlimited) and file a ``reserved`` ledger row, in one transaction."""
         now = self._clock()
-        reservation = Reservation(id=str(uuid.uuid4()), key_id=key_id, credits=credits)
         async with self._store.begin() as conn:
-            debit = await conn.execute(
-                api_keys.update()
-                .where(
-                    api_keys.c.id == key_id,
-                    api_keys.c.revoked_at.is_(None),
-                    sa.or_(api_keys.c.credits.is_(None), api_keys.c.credits >= credits),
+            debited = (
+                await conn.execute(
+                    api_keys.update()
+                    .where(
+                        api_keys.c.id == key_id,
+                        api_keys.c.revoked_at.is_(None),
+                        sa.or_(api_keys.c.credits.is_(None), api_keys.c.credits >= credits),
+                    )
+                    .values(credits=api_keys.c.credits - credits)
+                    .returning(api_keys.c.credits)
                 )
-                .values(credits=api_keys.c.credits - credits)
-            )
-            if debit.rowcount != 1:
+            ).first()
+            if debited is None:
                 await self._refuse(conn, key_id=key_id, credits=credits)
+            balance = None if debited is None or debited.credits is None else int(debited.credits)
+            reservation = Reservation(id=str(uuid.uuid4()), key_id=key_id, credits=credits, balance_after=balance)
             await conn.execute(
                 ledger.insert().values(
                     id=reservation.id,
@@ -89,7 +94,7 @@ class CreditLedger:
         if row is None or row.revoked_at is not None:
             raise AuthenticationError("This API key has been revoked.")
         raise InsufficientQuotaError(
-            f"This request costs {_credits(credits)} and your key has {_credits(row.credits or 0)} left. "
+            f"This request costs {_credits(credits)} and key {key_id} has {_credits(row.credits or 0)} left. "
             "Ask the operator to add credits (`embedserve credits add KEY_ID N`).",
         )
 

@@ -23,6 +23,17 @@ ANONYMOUS = Principal(key_id=None, name="anonymous")
 
 
 @dataclass(frozen=True, slots=True)
+class Account:
+    """What a caller may know about its own key (never its secret): balance and limits; None means unlimited."""
+
+    key_id: str | None
+    name: str
+    credits: int | None
+    rpm: int | None = None
+    tpm: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Admission:
     """A request let through: its reservation, and the headers (rate limits) every response should carry."""
 
@@ -32,6 +43,7 @@ class Admission:
     credits: int
     reservation_id: str | None = None
     headers: dict[str, str] = field(default_factory=dict)
+    credits_remaining: int | None = None  # the key's balance once this is reserved; None: unlimited or no key store
 
 
 def price(tokens: int, *, credits_per_1k_tokens: float) -> int:
@@ -67,6 +79,10 @@ class Gateway(Protocol):
         usage (``/tokenize``, ``/decode``); returns the rate-limit headers or raises ``RateLimitExceededError``."""
         ...
 
+    async def account(self, principal: Principal) -> Account:
+        """The caller's own key: id, name, credit balance and limits (``GET /v1/key``)."""
+        ...
+
     async def settle(self, admission: Admission, *, ok: bool) -> None:
         """Charge the reservation (``ok``) or refund it, and record the request in the usage ledger."""
         ...
@@ -99,6 +115,9 @@ class OpenGateway:
 
     async def throttle(self, principal: Principal) -> dict[str, str]:
         return {}
+
+    async def account(self, principal: Principal) -> Account:
+        return Account(key_id=None, name=principal.name, credits=None)
 
     async def settle(self, admission: Admission, *, ok: bool) -> None:
         return None

@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 from embedserve.accounting.bootstrap import ADMIN_NOTICE, USER_NOTICE, announce_stderr, create_first_key
 from embedserve.accounting.credits import CreditLedger, Reservation
-from embedserve.accounting.gateway import Admission, Principal, price
+from embedserve.accounting.gateway import Account, Admission, Principal, price
 from embedserve.accounting.instances import InstanceRegistry
 from embedserve.accounting.keys import KeyInfo, KeyRegistry, hash_secret
 from embedserve.accounting.ratelimit import Limits, RateLimiter
@@ -188,7 +188,15 @@ class StoreGateway:
             credits=credits,
             reservation_id=reservation.id,
             headers=headers,
+            credits_remaining=reservation.balance_after,
         )
+
+    async def account(self, principal: Principal) -> Account:
+        if principal.key_id is None:
+            raise AuthenticationError("This request has no API key.")
+        info = await self.keys.get(principal.key_id)
+        limits = self._limits_of(info)
+        return Account(key_id=info.id, name=info.name, credits=info.credits, rpm=limits.rpm, tpm=limits.tpm)
 
     async def throttle(self, principal: Principal) -> dict[str, str]:
         if principal.key_id is None:

@@ -19,7 +19,7 @@ from embedserve.api.auth_gate import AuthGateMiddleware
 from embedserve.api.bodies import BodyDecoder, InputLimits
 from embedserve.api.errors import install_error_handlers
 from embedserve.api.middleware import RequestContextMiddleware
-from embedserve.api.routes import admin, batches, docs, embeddings, files, health, models, playground, tokenize
+from embedserve.api.routes import account, admin, batches, docs, embeddings, files, health, models, playground, tokenize
 from embedserve.api.routes import metrics as metrics_routes
 from embedserve.metrics import Metrics, batch_observer, set_model_info, track_queue
 from embedserve.service import MAX_CHARS_PER_TOKEN, EmbeddingService
@@ -115,7 +115,19 @@ def create_app(
     app.state.metrics = metrics  # ops wiring
     track_queue(metrics, depth=lambda: engine.queue_depth, tokens=lambda: engine.queued_tokens)  # ops wiring
     install_error_handlers(app)
-    for module in (embeddings, tokenize, models, health, admin, metrics_routes, playground, docs, files, batches):
+    for module in (
+        embeddings,
+        tokenize,
+        account,
+        models,
+        health,
+        admin,
+        metrics_routes,
+        playground,
+        docs,
+        files,
+        batches,
+    ):
         app.include_router(module.router)
     app.add_middleware(AuthGateMiddleware)  # inside the request context: its 401s carry the request id
     app.add_middleware(

@@ -172,3 +172,29 @@ async def test_tokenizer_routes_need_a_key_charge_nothing_and_are_rate_limited(
     assert limited.status_code == 429 and "requests" in limited.json()["error"]["message"]
     assert (await gw(app).keys.get(key.info.id)).credits == 0
     assert await usage_report(gw(app).store, now=time.time(), days=1, key_id=key.info.id) == []
+
+
+async def test_a_key_sees_its_own_balance_and_limits_never_its_secret(app: FastAPI, client: httpx.AsyncClient) -> None:
+    key = await gw(app).keys.create(name="carol", credits=10, rpm=100, tpm=5000)
+    embedded = await client.post("/v1/embeddings", json=SEED, headers=bearer(key.secret))
+    assert embedded.headers["x-embedserve-credits-remaining"] == "9"
+    r = await client.get("/v1/key", headers=bearer(key.secret))
+    assert r.status_code == 200
+    assert r.json() == {
+        "object": "api_key",
+        "id": key.info.id,
+        "name": "carol",
+        "credits": 9,
+        "limits": {"rpm": 100, "tpm": 5000},
+    }
+    assert key.secret not in r.text and (await client.get("/v1/key")).status_code == 401
+    unlimited = await gw(app).keys.create(name="dave")
+    response = await client.post("/v1/embeddings", json=SEED, headers=bearer(unlimited.secret))
+    assert "x-embedserve-credits-remaining" not in response.headers
+    assert (await client.get("/v1/key", headers=bearer(unlimited.secret))).json()["credits"] is None
+
+
+async def test_the_402_names_the_key(app: FastAPI, client: httpx.AsyncClient) -> None:
+    key = await gw(app).keys.create(name="broke", credits=0)
+    response = await client.post("/v1/embeddings", json=SEED, headers=bearer(key.secret))
+    assert response.status_code == 402 and key.info.id in response.json()["error"]["message"]

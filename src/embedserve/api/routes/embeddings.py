@@ -117,6 +117,8 @@ async def create_embeddings(
     }
     if get_engine(request).info.random_weights:  # --load-format dummy: say so on every response, not only at start
         headers["x-embedserve-random-weights"] = "true"
+    if result.credits_remaining is not None:  # the key's balance after this request (absent: unlimited)
+        headers["x-embedserve-credits-remaining"] = str(result.credits_remaining)
     if result.token_ids:  # how each token-id array was read: wordpiece (the model's ids) or tiktoken (cl100k)
         headers["x-embedserve-token-ids"] = ",".join(result.token_ids)
     content = dumps(response_body(result, encoding_format=body.encoding_format))
