@@ -13,6 +13,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -54,18 +55,7 @@ class CreditLedger:
         """Debit ``credits`` (unless unlimited) and file a ``reserved`` ledger row, in one transaction."""
         now = self._clock()
         async with self._store.begin() as conn:
-            debited = (
-                await conn.execute(
-                    api_keys.update()
-                    .where(
-                        api_keys.c.id == key_id,
-                        api_keys.c.revoked_at.is_(None),
-                        sa.or_(api_keys.c.credits.is_(None), api_keys.c.credits >= credits),
-                    )
-                    .values(credits=api_keys.c.credits - credits)
-                    .returning(api_keys.c.credits)
-                )
-            ).first()
+            debited = await debit_in(conn, key_id=key_id, credits=credits)
             if debited is None:
                 await self._refuse(conn, key_id=key_id, credits=credits)
             balance = None if debited is None or debited.credits is None else int(debited.credits)
@@ -135,17 +125,43 @@ class CreditLedger:
 
 
 async def refund_in(conn: AsyncConnection, reservation_id: str, *, status: str, at: float) -> bool:
+    return await close_and_refund_in(conn, reservation_id, open_status=RESERVED, status=status, at=at) is not None
+
+
+async def debit_in(conn: AsyncConnection, *, key_id: str, credits: int) -> sa.Row[Any] | None:
+    """Take ``credits`` from a live key that has them (or is unlimited), in one conditional UPDATE; the row with the
+    new balance, or None when refused (nothing debited). Online reservations and bulk holds both debit here."""
+    row: sa.Row[Any] | None = (
+        await conn.execute(
+            api_keys.update()
+            .where(
+                api_keys.c.id == key_id,
+                api_keys.c.revoked_at.is_(None),
+                sa.or_(api_keys.c.credits.is_(None), api_keys.c.credits >= credits),
+            )
+            .values(credits=api_keys.c.credits - credits)
+            .returning(api_keys.c.credits)
+        )
+    ).first()
+    return row
+
+
+async def close_and_refund_in(
+    conn: AsyncConnection, row_id: str, *, open_status: str, status: str, at: float
+) -> int | None:
+    """Close a ledger row still in ``open_status`` as ``status`` and give its credits back to the key; the credits
+    refunded, or None if the row was already closed (so a refund happens once)."""
     row = (
         await conn.execute(
             ledger.update()
-            .where(ledger.c.id == reservation_id, ledger.c.status == RESERVED)
+            .where(ledger.c.id == row_id, ledger.c.status == open_status)
             .values(status=status, settled_at=at)
             .returning(ledger.c.key_id, ledger.c.credits)
         )
     ).first()
     if row is None:
-        return False
+        return None
     await conn.execute(
         api_keys.update().where(api_keys.c.id == row.key_id).values(credits=api_keys.c.credits + row.credits)
     )
-    return True
+    return int(row.credits)

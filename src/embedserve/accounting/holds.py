@@ -13,7 +13,7 @@ import uuid
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from embedserve.accounting.credits import CHARGED, REFUNDED, utc_day
+from embedserve.accounting.credits import CHARGED, REFUNDED, close_and_refund_in, debit_in, utc_day
 from embedserve.accounting.schema import api_keys, ledger
 from embedserve.errors import AuthenticationError, InsufficientQuotaError
 
@@ -37,16 +37,7 @@ async def hold_in(
     at: float,
 ) -> str:
     """Debit ``credits`` and file the hold; raises ``InsufficientQuotaError`` (nothing debited) when short."""
-    debit = await conn.execute(
-        api_keys.update()
-        .where(
-            api_keys.c.id == key_id,
-            api_keys.c.revoked_at.is_(None),
-            sa.or_(api_keys.c.credits.is_(None), api_keys.c.credits >= credits),
-        )
-        .values(credits=api_keys.c.credits - credits)
-    )
-    if debit.rowcount != 1:
+    if await debit_in(conn, key_id=key_id, credits=credits) is None:
         row = (
             await conn.execute(sa.select(api_keys.c.credits, api_keys.c.revoked_at).where(api_keys.c.id == key_id))
         ).first()
@@ -95,17 +86,4 @@ async def settle_part_in(
 
 async def release_in(conn: AsyncConnection, hold_id: str, *, at: float) -> int:
     """Give back what the hold still has and close it; returns the credits refunded (0 if already closed)."""
-    row = (
-        await conn.execute(
-            ledger.update()
-            .where(ledger.c.id == hold_id, ledger.c.status == HELD)
-            .values(status=REFUNDED, settled_at=at)
-            .returning(ledger.c.key_id, ledger.c.credits)
-        )
-    ).first()
-    if row is None:
-        return 0
-    await conn.execute(
-        api_keys.update().where(api_keys.c.id == row.key_id).values(credits=api_keys.c.credits + row.credits)
-    )
-    return int(row.credits)
+    return await close_and_refund_in(conn, hold_id, open_status=HELD, status=REFUNDED, at=at) or 0
