@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hmac
 import logging
 import time
@@ -113,8 +112,8 @@ class StoreGateway:
     async def stop(self) -> None:
         if self._task is not None:
             self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            # Bounded: a cancellation swallowed inside a database driver must not hang the server's shutdown.
+            await asyncio.wait({self._task}, timeout=10.0)
             self._task = None
         try:
             await self._retry_settlements()

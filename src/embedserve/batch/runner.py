@@ -31,6 +31,7 @@ from embedserve.batch.validate import MAX_REPORTED, JobLimits, Validation, iter_
 from embedserve.errors import InsufficientQuotaError
 
 logger = logging.getLogger(__name__)
+STOP_TIMEOUT_S = 10.0
 
 CHUNKS_IN_FLIGHT = 2
 
@@ -255,8 +256,10 @@ class BatchWorker:
         self.driver = driver
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
 
     def start(self) -> None:
+        self._stopping = False
         self._task = asyncio.create_task(self._loop(), name="embedserve-batch-worker")
 
     def wake(self) -> None:
@@ -264,14 +267,17 @@ class BatchWorker:
 
     async def stop(self) -> None:
         if self._task is not None:
+            self._stopping = True
             self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            # Bounded: a cancellation swallowed inside a database driver must not hang the server's shutdown.
+            await asyncio.wait({self._task}, timeout=STOP_TIMEOUT_S)
+            if not self._task.done():
+                logger.warning("batch worker did not stop within %.0f s; leaving it", STOP_TIMEOUT_S)
             self._task = None
 
     async def _loop(self) -> None:
         config = self.driver.config
-        while True:
+        while not self._stopping:
             try:
                 job = await self.driver.jobs.claim(holder=self.driver.holder, lease_s=config.lease_s)
             except Exception:
