@@ -13,7 +13,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -78,15 +78,7 @@ class CreditLedger:
         return reservation
 
     async def _refuse(self, conn: AsyncConnection, *, key_id: str, credits: int) -> None:
-        row = (
-            await conn.execute(sa.select(api_keys.c.credits, api_keys.c.revoked_at).where(api_keys.c.id == key_id))
-        ).first()
-        if row is None or row.revoked_at is not None:
-            raise AuthenticationError("This API key has been revoked.")
-        raise InsufficientQuotaError(
-            f"This request costs {_credits(credits)} and key {key_id} has {_credits(row.credits or 0)} left. "
-            "Ask the operator to add credits (`embedserve credits add KEY_ID N`).",
-        )
+        await refuse_in(conn, key_id=key_id, cost=f"This request costs {_credits(credits)} and key {key_id}")
 
     async def charge(self, reservation: Reservation) -> bool:
         """Mark the reservation charged; if a reconciler refunded it meanwhile, debit it again if possible."""
@@ -126,6 +118,19 @@ class CreditLedger:
 
 async def refund_in(conn: AsyncConnection, reservation_id: str, *, status: str, at: float) -> bool:
     return await close_and_refund_in(conn, reservation_id, open_status=RESERVED, status=status, at=at) is not None
+
+
+async def refuse_in(conn: AsyncConnection, *, key_id: str, cost: str) -> NoReturn:
+    """Why a debit was refused: the key is revoked (401), or ``cost`` exceeds its balance (402)."""
+    row = (
+        await conn.execute(sa.select(api_keys.c.credits, api_keys.c.revoked_at).where(api_keys.c.id == key_id))
+    ).first()
+    if row is None or row.revoked_at is not None:
+        raise AuthenticationError("This API key has been revoked.")
+    raise InsufficientQuotaError(
+        f"{cost} has {_credits(row.credits or 0)} left. "
+        "Ask the operator to add credits (`embedserve credits add KEY_ID N`).",
+    )
 
 
 async def debit_in(conn: AsyncConnection, *, key_id: str, credits: int) -> sa.Row[Any] | None:

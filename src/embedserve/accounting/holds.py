@@ -10,19 +10,13 @@ from __future__ import annotations
 
 import uuid
 
-import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from embedserve.accounting.credits import CHARGED, REFUNDED, close_and_refund_in, debit_in, utc_day
-from embedserve.accounting.schema import api_keys, ledger
-from embedserve.errors import AuthenticationError, InsufficientQuotaError
+from embedserve.accounting.credits import CHARGED, REFUNDED, _credits, close_and_refund_in, debit_in, refuse_in, utc_day
+from embedserve.accounting.schema import ledger
 
 HELD = "held"
 HOLDER = "hold"  # the ledger's instance_id for holds: no gateway instance owns them
-
-
-def _credits(n: int) -> str:
-    return f"{n} credit" if n == 1 else f"{n} credits"
 
 
 async def hold_in(
@@ -38,15 +32,7 @@ async def hold_in(
 ) -> str:
     """Debit ``credits`` and file the hold; raises ``InsufficientQuotaError`` (nothing debited) when short."""
     if await debit_in(conn, key_id=key_id, credits=credits) is None:
-        row = (
-            await conn.execute(sa.select(api_keys.c.credits, api_keys.c.revoked_at).where(api_keys.c.id == key_id))
-        ).first()
-        if row is None or row.revoked_at is not None:
-            raise AuthenticationError("This API key has been revoked.")
-        raise InsufficientQuotaError(
-            f"This batch costs {_credits(credits)} and your key has {_credits(row.credits or 0)} left. "
-            "Ask the operator to add credits (`embedserve credits add KEY_ID N`).",
-        )
+        await refuse_in(conn, key_id=key_id, cost=f"This batch costs {_credits(credits)} and your key")
     hold_id = str(uuid.uuid4())
     await conn.execute(
         ledger.insert().values(
