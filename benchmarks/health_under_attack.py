@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing
 import os
 import statistics
 import subprocess
@@ -130,13 +129,14 @@ def attack(url: str, seconds: float, *, noauth: int, auth: int, secret: str, pid
     threads += [threading.Thread(target=f) for f in (user, sampler)]
     # The probe runs in a process of its own: in this one it would wait on the attackers' threads for the GIL and
     # measure the client, not the server.
-    with multiprocessing.get_context("spawn").Pool(1) as pool:
-        probed = pool.apply_async(probe, (url, seconds))
+    command = [sys.executable, __file__, "--probe", url, "--seconds", str(seconds)]
+    with subprocess.Popen(command, stdout=subprocess.PIPE) as prober:
         for t in threads:
             t.start()
         for t in threads:
             t.join()
-        health = probed.get(timeout=seconds + 120)
+        out, _ = prober.communicate(timeout=120)
+    health: list[float] = json.loads(out)
     q = statistics.quantiles(health, n=100, method="inclusive") if len(health) > 1 else [0.0] * 99
     nq = statistics.quantiles(normal, n=100, method="inclusive") if len(normal) > 1 else [0.0] * 99
     return {
@@ -157,7 +157,11 @@ def main() -> int:
     parser.add_argument("--auth", type=int, default=2)
     parser.add_argument("--port", type=int, default=18231)
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--probe", metavar="URL", help=argparse.SUPPRESS)  # the probe's own process
     args = parser.parse_args()
+    if args.probe:
+        print(json.dumps(probe(args.probe, args.seconds)))
+        return 0
     with tempfile.TemporaryDirectory() as tmp:
         proc, secret = start(Path(tmp), args.port, Path(tmp) / "server.log")
         try:

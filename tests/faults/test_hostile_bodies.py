@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import socket
 import time
+from pathlib import Path
 
-from tests.faults.conftest import KeyedServer, benchmark_module
+import httpx
+
+from tests.faults.conftest import KeyedServer, benchmark_module, keyed_server_with
 
 
 def _raw_post(port: int, headers: str, *, timeout: float) -> bytes:
@@ -53,3 +56,31 @@ def test_health_answers_while_oversized_bodies_are_posted(keyed_server: KeyedSer
     # The bar on a quiet host is 100 ms (docs/reliability.md); a shared CI box gets slack, not seconds (main: 11 s).
     assert result["health_max_ms"] < 2000, result
     assert result["rss_peak_main_mib"] < 700, result
+
+
+def _children(pid: int) -> set[int]:
+    try:
+        return {int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()}
+    except OSError:
+        return set()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return "State:\tZ" not in Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+
+
+def test_body_workers_do_not_outlive_a_server_killed_with_sigkill(tmp_path: Path) -> None:
+    big = {"input": ["word " * 400] * 40, "model": "BAAI/bge-large-en-v1.5"}  # > 64 KiB: decoded in a worker
+    with keyed_server_with(tmp_path) as keyed:
+        reply = httpx.post(f"{keyed.url}/v1/embeddings", json=big, headers={"authorization": f"Bearer {keyed.secret}"})
+        assert reply.status_code == 200, reply.text
+        workers = _children(keyed.server.proc.pid)
+        assert workers, "the big body was not decoded in a worker process"
+        keyed.server.kill9()
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and any(_alive(w) for w in workers):
+            time.sleep(0.2)
+        assert not any(_alive(w) for w in workers), "body workers outlived their server"

@@ -14,6 +14,8 @@ import json
 import logging
 import multiprocessing
 import os
+import threading
+import time
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
@@ -33,6 +35,7 @@ logger = logging.getLogger(__name__)
 
 SMALL_BODY_BYTES = 64 * 1024
 WORKER_NICENESS = 10
+PARENT_CHECK_SECONDS = 0.5
 _JSON_INVALID = [{"type": "json_invalid", "loc": ("body",), "msg": "JSON decode error"}]
 
 
@@ -64,6 +67,15 @@ def _init_worker(limits: InputLimits) -> None:
     # Below the server's priority: on a busy host the event loop (health checks, small requests) runs first.
     os.nice(WORKER_NICENESS)
     _LIMITS["limits"] = limits
+    threading.Thread(target=_exit_with_parent, args=(os.getppid(),), name="parent-watch", daemon=True).start()
+
+
+def _exit_with_parent(parent: int) -> None:
+    """A server killed with SIGKILL cannot stop its pool: its workers (~100 MiB each) would live on as orphans,
+    one pair per crash. So a worker leaves once its parent is gone (it is re-parented, and getppid changes)."""
+    while os.getppid() == parent:
+        time.sleep(PARENT_CHECK_SECONDS)
+    os._exit(0)
 
 
 def _decode_in_worker(body: bytes) -> tuple[str, Any]:
