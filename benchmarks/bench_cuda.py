@@ -41,9 +41,9 @@ sys.path.insert(0, str(REPO / "src"))
 
 from embedserve.engine import Engine, EngineSettings
 from embedserve.engine.backends.base import Backend
+from embedserve.engine.batching import pad_batch
+from embedserve.engine.encoding import Encoding
 from embedserve.engine.engine import default_batch_tokens
-from embedserve.engine.scheduler import pad_batch
-from embedserve.engine.types import Encoding
 
 
 def rate(work: Callable[[], int], seconds: float) -> float:

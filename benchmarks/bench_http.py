@@ -50,10 +50,10 @@ sys.path.insert(0, str(REPO / "src"))
 from embedserve.engine.backends import create_backend  # noqa: E402
 from embedserve.engine.backends.base import Backend  # noqa: E402
 from embedserve.engine.backends.torch import cpu_has_fast_int8  # noqa: E402
+from embedserve.engine.batching import pad_batch  # noqa: E402
 from embedserve.engine.bert import BertEncoder, init_dummy_weights  # noqa: E402
 from embedserve.engine.engine import CUDA_BATCH_TOKENS  # noqa: E402
 from embedserve.engine.loading import BertConfig, load_model  # noqa: E402
-from embedserve.engine.scheduler import pad_batch  # noqa: E402
 from embedserve.engine.tokenizer import WordPieceTokenizer  # noqa: E402
 from embedserve.settings import EngineSettings  # noqa: E402
 

@@ -30,11 +30,11 @@ from tests.model.corpus import RETRIEVAL_PASSAGES, RETRIEVAL_QUERIES, varied_sen
 from tests.model.test_fidelity import measure  # noqa: E402
 
 from embedserve.engine.backends.torch import build_encoder, build_int8_encoder  # noqa: E402
+from embedserve.engine.batching import pad_batch  # noqa: E402
 from embedserve.engine.bert import BertEncoder  # noqa: E402
 from embedserve.engine.int8_recipe import KINDS, SMOOTHED_FLOAT_FFN_OUT, Int8Recipe  # noqa: E402
 from embedserve.engine.loading import LoadedModel, load_model  # noqa: E402
 from embedserve.engine.pooling import pool  # noqa: E402
-from embedserve.engine.scheduler import pad_batch  # noqa: E402
 from embedserve.engine.tokenizer import WordPieceTokenizer  # noqa: E402
 from embedserve.settings import EngineSettings  # noqa: E402
 

@@ -12,8 +12,9 @@ import numpy as np
 import numpy.typing as npt
 from tokenizers import Tokenizer
 
+from embedserve.engine.encoding import Encoding, Token
+from embedserve.engine.model_info import ModelInfo
 from embedserve.engine.tokenizer import WordPieceTokenizer
-from embedserve.engine.types import Encoding, ModelInfo, Token
 from embedserve.errors import EngineError
 from embedserve.settings import EngineSettings
 

@@ -20,9 +20,9 @@ import numpy.typing as npt
 
 from embedserve import errors
 from embedserve.accounting.gateway import Admission, Gateway, Principal
+from embedserve.engine.encoding import Encoding, Token
 from embedserve.engine.scheduler import Priority
 from embedserve.engine.token_ids import TokenIdKind, classify, decode_cl100k
-from embedserve.engine.types import Encoding, Token
 from embedserve.metrics import Metrics, observe_tokenization
 
 if TYPE_CHECKING:

@@ -69,8 +69,8 @@ def fp32_encoder_and_batch(minilm_model_dir: Path, texts: list[str]) -> tuple:
     import torch
 
     from embedserve.engine.backends.torch import build_encoder
+    from embedserve.engine.batching import pad_batch
     from embedserve.engine.loading import load_model
-    from embedserve.engine.scheduler import pad_batch
     from embedserve.engine.tokenizer import WordPieceTokenizer
 
     model = load_model(EngineSettings(model=str(minilm_model_dir), backend="torch", dtype="float32"))

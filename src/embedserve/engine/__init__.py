@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from embedserve.engine.encoding import Encoding
 from embedserve.engine.engine import Engine
-from embedserve.engine.types import Encoding, ModelInfo
+from embedserve.engine.model_info import ModelInfo
 from embedserve.settings import EngineSettings
 
 __all__ = ["Encoding", "Engine", "EngineSettings", "ModelInfo"]

@@ -5,11 +5,17 @@ on the oldest entry means a long input is never starved by a stream of short one
 padding would be wasted than ``max_padding_ratio`` of its real tokens: on a CPU a bigger batch is no faster per
 token, so padding is pure loss. Small batches, under ``free_padding_tokens`` padded, may pad freely: there per-call
 overhead dominates (``SMALL_BATCH_TOKENS`` on a CPU; a GPU's forward pass costs the same from 10 to ~4000 tokens).
+``pad_batch`` lays a chosen batch out as the padded id and mask arrays every backend runs.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+
+import numpy as np
+import numpy.typing as npt
+
+from embedserve.engine.encoding import Encoding
 
 SMALL_BATCH_TOKENS = 512
 
@@ -60,3 +66,14 @@ def plan_batch(
 
 def padded_cost(lengths: Sequence[int]) -> int:
     return max(lengths, default=0) * len(lengths)
+
+
+def pad_batch(encodings: Sequence[Encoding], *, pad_id: int) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """A batch as ``(batch, longest)`` int64 ids (``pad_id`` past each input's end) and its attention mask."""
+    longest = max(e.length for e in encodings)
+    ids = np.full((len(encodings), longest), pad_id, dtype=np.int64)
+    mask = np.zeros((len(encodings), longest), dtype=np.int64)
+    for row, enc in enumerate(encodings):
+        ids[row, : enc.length] = enc.ids
+        mask[row, : enc.length] = 1
+    return ids, mask

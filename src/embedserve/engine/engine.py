@@ -16,13 +16,14 @@ import numpy.typing as npt
 
 from embedserve.engine.backends import check_settings, create_backend
 from embedserve.engine.backends.base import Backend
-from embedserve.engine.batching import SMALL_BATCH_TOKENS
+from embedserve.engine.batching import SMALL_BATCH_TOKENS, pad_batch
+from embedserve.engine.encoding import Encoding, Token
 from embedserve.engine.loading import LoadedModel, load_model
 from embedserve.engine.memory import release_free_memory
-from embedserve.engine.scheduler import BatchStats, Priority, Scheduler, SchedulerConfig, inference_executor, pad_batch
+from embedserve.engine.model_info import ModelInfo
+from embedserve.engine.scheduler import BatchStats, Priority, Scheduler, SchedulerConfig, inference_executor
 from embedserve.engine.token_ids import cl100k
 from embedserve.engine.tokenizer import WordPieceTokenizer
-from embedserve.engine.types import Encoding, ModelInfo, Token
 from embedserve.errors import ContextLengthExceededError, EngineError
 from embedserve.settings import EngineSettings
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from embedserve.engine.types import Pooling
+from embedserve.engine.model_info import Pooling
 from embedserve.errors import ModelLoadError
 from embedserve.settings import EngineSettings
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from embedserve.engine.types import Pooling
+from embedserve.engine.model_info import Pooling
 
 
 def pool(hidden: torch.Tensor, attention_mask: torch.Tensor, *, mode: Pooling, normalize: bool) -> torch.Tensor:

@@ -21,8 +21,8 @@ import numpy as np
 import numpy.typing as npt
 
 from embedserve.engine.backends.base import Backend
-from embedserve.engine.batching import SMALL_BATCH_TOKENS, plan_batch
-from embedserve.engine.types import Encoding
+from embedserve.engine.batching import SMALL_BATCH_TOKENS, pad_batch, plan_batch
+from embedserve.engine.encoding import Encoding
 from embedserve.errors import EngineError, ServerOverloadedError, ServiceUnavailableError
 
 logger = logging.getLogger(__name__)
@@ -263,13 +263,3 @@ def inference_executor() -> ThreadPoolExecutor:
     keeps its own team of workers, and once there are more of those than cores libgomp stops spinning between ops,
     which made one short bge-large pass 46 -> 68 ms (bf16, 2 cores) when the model had been loaded on another thread."""
     return ThreadPoolExecutor(max_workers=1, thread_name_prefix="embedserve-inference")
-
-
-def pad_batch(encodings: Sequence[Encoding], *, pad_id: int) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
-    longest = max(e.length for e in encodings)
-    ids = np.full((len(encodings), longest), pad_id, dtype=np.int64)
-    mask = np.zeros((len(encodings), longest), dtype=np.int64)
-    for row, enc in enumerate(encodings):
-        ids[row, : enc.length] = enc.ids
-        mask[row, : enc.length] = 1
-    return ids, mask

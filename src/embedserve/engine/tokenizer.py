@@ -10,7 +10,7 @@ from pathlib import Path
 
 from tokenizers import Tokenizer
 
-from embedserve.engine.types import Encoding, Token
+from embedserve.engine.encoding import Encoding, Token
 from embedserve.errors import InvalidInputError
 
 CHUNK_CHARS = 1 << 20

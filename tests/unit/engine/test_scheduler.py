@@ -9,8 +9,8 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
+from embedserve.engine.encoding import Encoding
 from embedserve.engine.scheduler import BatchStats, Scheduler, SchedulerConfig
-from embedserve.engine.types import Encoding
 from embedserve.errors import EngineError, ServerOverloadedError, ServiceUnavailableError
 
 

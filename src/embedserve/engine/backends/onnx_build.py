@@ -26,8 +26,8 @@ from torch import nn
 from embedserve.engine.backends.torch import build_encoder
 from embedserve.engine.bert import BertEncoder
 from embedserve.engine.loading import LoadedModel
+from embedserve.engine.model_info import Pooling
 from embedserve.engine.pooling import pool
-from embedserve.engine.types import Pooling
 from embedserve.settings import EngineSettings
 
 logger = logging.getLogger(__name__)

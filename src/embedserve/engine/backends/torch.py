@@ -131,7 +131,7 @@ def build_int8_encoder(
     """W8A8 (per-token activations, per-channel weights) as ``recipe`` says, calibrated on fixed texts. ``emulate``
     builds the float64 emulation of the same integer arithmetic (any CPU; fidelity measurements only); ``bf16``
     (default: whether the CPU has it) is how a layer the recipe keeps out of int8 runs, else fp32."""
-    from embedserve.engine.scheduler import pad_batch
+    from embedserve.engine.batching import pad_batch
     from embedserve.engine.tokenizer import WordPieceTokenizer
 
     started = time.perf_counter()

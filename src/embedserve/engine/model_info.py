@@ -1,4 +1,4 @@
-"""Values that cross the engine's boundary: what a model is, and one tokenised input."""
+"""What a loaded model is: its pooling mode and the facts about it callers (service, API, benchmarks) rely on."""
 
 from __future__ import annotations
 
@@ -28,27 +28,3 @@ class ModelInfo:
     max_batch_tokens: int  # the padded-token budget per forward pass in effect (auto resolved by device)
     free_padding_tokens: int  # below this padded size a batch may pad freely (auto resolved by device)
     random_weights: bool = False  # seeded random weights (--load-format dummy, fake backend): meaningless vectors
-
-
-@dataclass(frozen=True, slots=True)
-class Encoding:
-    """One input's token ids, [CLS] and [SEP] included; ``len(ids)`` is its exact token count."""
-
-    ids: tuple[int, ...]
-    truncated: bool = False
-
-    @property
-    def length(self) -> int:
-        return len(self.ids)
-
-
-@dataclass(frozen=True, slots=True)
-class Token:
-    """One token of a text as ``/tokenize`` shows it. ``start``/``stop`` are character (code point) offsets into the
-    caller's text, so ``text == input[start:stop]``; None for special tokens and the query instruction's tokens."""
-
-    id: int
-    text: str
-    special: bool
-    start: int | None
-    stop: int | None
