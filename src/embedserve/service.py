@@ -1,4 +1,5 @@
-"""EmbeddingService.embed: normalise input -> tokenise -> check limits -> admit -> engine.embed -> settle.
+"""EmbeddingService.embed: normalise input -> engine.encode (tokenise, check the context) -> admit -> engine.embed
+-> settle.
 
 No HTTP in here: the API calls it with plain values, and so can a batch job. Every admission is settled exactly once,
 charged on success and refunded on failure or cancellation (the client went away).
@@ -22,11 +23,11 @@ from embedserve import errors
 from embedserve.accounting.gateway import Admission, Gateway, Principal
 from embedserve.engine.encoding import Encoding, Token
 from embedserve.engine.scheduler import Priority
-from embedserve.engine.token_ids import TokenIdKind, classify, decode_cl100k
+from embedserve.engine.token_ids import TokenIdKind
 from embedserve.metrics import Metrics, observe_tokenization
 
 if TYPE_CHECKING:
-    from embedserve.engine.engine import Engine
+    from embedserve.engine.protocol import EmbeddingEngine
 
 logger = logging.getLogger(__name__)
 
@@ -157,12 +158,13 @@ def _items(raw: RawInput, *, max_inputs: int) -> list[str] | list[list[int]]:
 
 
 class EmbeddingService:
-    def __init__(self, *, engine: Engine, gateway: Gateway, max_inputs: int, metrics: Metrics | None = None) -> None:
+    def __init__(
+        self, *, engine: EmbeddingEngine, gateway: Gateway, max_inputs: int, metrics: Metrics | None = None
+    ) -> None:
         self._engine = engine
         self._metrics = metrics
         self._gateway = gateway
         self._max_inputs = max_inputs
-        self._instruction_ids: tuple[int, ...] | None = None
 
     @property
     def model_name(self) -> str:
@@ -186,59 +188,6 @@ class EmbeddingService:
                 param="dimensions",
             )
 
-    async def _encode(
-        self, items: list[str] | list[list[int]], *, query: bool, truncate: bool
-    ) -> tuple[list[Encoding], tuple[TokenIdKind, ...]]:
-        if items and isinstance(items[0], str):
-            return await self._encode_texts([str(t) for t in items], query=query, truncate=truncate), ()
-        id_lists = [[int(t) for t in cast(list[int], ids)] for ids in items]
-        info, mode = self._engine.info, self._engine.settings.token_ids
-        kinds = tuple(
-            classify(ids, index=i, mode=mode, cls_id=info.cls_token_id, sep_id=info.sep_token_id)
-            for i, ids in enumerate(id_lists)
-        )
-        out: list[Encoding | None] = [None] * len(id_lists)
-        cl100k_at = [i for i, kind in enumerate(kinds) if kind == "tiktoken"]
-        if cl100k_at:  # OpenAI-style ids: decode to text, then tokenise that text for the model
-            texts = await asyncio.to_thread(decode_cl100k, [id_lists[i] for i in cl100k_at], indexes=cl100k_at)
-            for i, enc in zip(cl100k_at, await self._encode_texts(texts, query=query, truncate=truncate), strict=True):
-                out[i] = enc
-        wordpiece_at = [i for i, kind in enumerate(kinds) if kind == "wordpiece"]
-        if wordpiece_at:
-            prefix = list(await self._query_prefix_ids()) if query else []
-            wordpiece = [self._with_prefix(id_lists[i], prefix) for i in wordpiece_at]
-            for i, enc in zip(wordpiece_at, self._engine.encode_token_ids(wordpiece, truncate=truncate), strict=True):
-                out[i] = enc
-        return [enc for enc in out if enc is not None], kinds
-
-    async def _encode_texts(self, texts: list[str], *, query: bool, truncate: bool) -> list[Encoding]:
-        if query:
-            texts = [self._engine.settings.query_instruction + t for t in texts]
-        return await self._engine.tokenize(texts, truncate=truncate)
-
-    def _with_prefix(self, ids: list[int], prefix: list[int]) -> list[int]:
-        info = self._engine.info
-        if ids and ids[0] == info.cls_token_id:
-            return [ids[0], *prefix, *ids[1:]]
-        return [*prefix, *ids]
-
-    async def _query_prefix_ids(self) -> tuple[int, ...]:
-        if self._instruction_ids is None:
-            instruction = self._engine.settings.query_instruction.strip()
-            (enc,) = await self._engine.tokenize([instruction], truncate=False)
-            self._instruction_ids = enc.ids[1:-1]
-        return self._instruction_ids
-
-    def _check_lengths(self, encodings: Sequence[Encoding]) -> None:
-        limit = self._engine.info.max_tokens
-        for i, enc in enumerate(encodings):
-            if enc.length > limit:
-                raise errors.ContextLengthExceededError(
-                    f"input[{i}] has {enc.length} tokens, more than the model's limit of {limit} tokens "
-                    '(counting [CLS] and [SEP]). Shorten it, or send "truncate": true to have it truncated.',
-                    param="input",
-                )
-
     async def prepare(self, request: EmbedRequest) -> Prepared:
         """Judge a request and count its tokens: every rule of ``/v1/embeddings`` short of admission."""
         model = self.check_model(request.model)
@@ -248,11 +197,17 @@ class EmbeddingService:
         items = normalize_input(request.input, max_inputs=self._max_inputs, max_chars=max_chars, truncate=truncate)
         query = request.input_type in QUERY_INPUT_TYPES
         started = time.perf_counter()
-        encodings, token_ids = await self._encode(items, query=query, truncate=truncate)
+        try:
+            encoded = await self._engine.encode(items, query=query, truncate=truncate)
+        except errors.ContextLengthExceededError:
+            self._observe_tokenization(started)  # tokenised, then refused for its length
+            raise
+        self._observe_tokenization(started)
+        return Prepared(model=model, encodings=encoded.encodings, token_ids=encoded.token_ids)
+
+    def _observe_tokenization(self, started: float) -> None:
         if self._metrics is not None:  # ops wiring: tokenisation duration
             observe_tokenization(self._metrics, time.perf_counter() - started)
-        self._check_lengths(encodings)
-        return Prepared(model=model, encodings=tuple(encodings), token_ids=token_ids)
 
     async def embed(self, request: EmbedRequest, principal: Principal) -> EmbedResult:
         prepared = await self.prepare(request)

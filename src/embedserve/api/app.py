@@ -28,7 +28,7 @@ from embedserve.settings import Settings
 if TYPE_CHECKING:
     from embedserve.accounting.gateway import Gateway
     from embedserve.batch.setup import Batches
-    from embedserve.engine.engine import Engine
+    from embedserve.engine.protocol import EmbeddingEngine
 
 logger = logging.getLogger(__name__)
 
@@ -39,7 +39,7 @@ def _default_gateway(settings: Settings) -> Gateway:
     return build_gateway(settings)
 
 
-def _input_limits(engine: Engine, settings: Settings) -> InputLimits | None:
+def _input_limits(engine: EmbeddingEngine, settings: Settings) -> InputLimits | None:
     """What a body-decoding worker needs to judge an input as the service does."""
     if settings.body_workers == 0:
         return None
@@ -63,7 +63,7 @@ def _batches(settings: Settings, service: EmbeddingService) -> Batches:
 def create_app(
     settings: Settings,
     *,
-    engine: Engine | None = None,
+    engine: EmbeddingEngine | None = None,
     gateway: Gateway | None = None,
     metrics: Metrics | None = None,
 ) -> FastAPI:

@@ -9,7 +9,7 @@ from fastapi import Request
 from embedserve.accounting.gateway import Gateway, Principal
 
 if TYPE_CHECKING:
-    from embedserve.engine.engine import Engine
+    from embedserve.engine.protocol import EmbeddingEngine
     from embedserve.service import EmbeddingService
 
 
@@ -34,8 +34,8 @@ def get_gateway(request: Request) -> Gateway:
     return gateway
 
 
-def get_engine(request: Request) -> Engine:
-    engine: Engine = request.app.state.engine
+def get_engine(request: Request) -> EmbeddingEngine:
+    engine: EmbeddingEngine = request.app.state.engine
     return engine
 
 

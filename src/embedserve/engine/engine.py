@@ -1,6 +1,7 @@
 """``Engine``: load a model, tokenise, and embed through the scheduler; usable with or without the HTTP server.
 
-Async callers use ``start`` / ``tokenize`` / ``embed`` / ``stop``; scripts can call ``embed_texts`` directly.
+Async callers use ``start`` / ``encode`` / ``embed`` / ``stop`` (``EmbeddingEngine`` is that interface); scripts can
+call ``embed_texts`` directly.
 """
 
 from __future__ import annotations
@@ -18,13 +19,14 @@ from embedserve.engine.backends import check_settings, create_backend
 from embedserve.engine.backends.base import Backend
 from embedserve.engine.batching import SMALL_BATCH_TOKENS, pad_batch
 from embedserve.engine.encoding import Encoding, Token
+from embedserve.engine.inputs import Encoded, InputEncoder, Items
 from embedserve.engine.loading import LoadedModel, load_model
 from embedserve.engine.memory import release_free_memory
 from embedserve.engine.model_info import ModelInfo
 from embedserve.engine.scheduler import BatchStats, Priority, Scheduler, SchedulerConfig, inference_executor
 from embedserve.engine.token_ids import cl100k
 from embedserve.engine.tokenizer import WordPieceTokenizer
-from embedserve.errors import ContextLengthExceededError, EngineError
+from embedserve.errors import EngineError
 from embedserve.settings import EngineSettings
 
 logger = logging.getLogger(__name__)
@@ -63,6 +65,7 @@ class Engine:
         self._on_batch = on_batch
         self._model: LoadedModel | None = None
         self._tokenizer: WordPieceTokenizer | None = None
+        self._inputs: InputEncoder | None = None
         self._scheduler: Scheduler | None = None
         self._info: ModelInfo | None = None
         # The one inference thread, kept for the engine's lifetime: the model is built on it, and a restarted engine
@@ -118,6 +121,7 @@ class Engine:
             ),
             random_weights=model.weights_path is None,
         )
+        self._inputs = InputEncoder(tokenizer, self.settings, max_tokens=model.max_seq_length)
 
     async def start(self) -> None:
         """Load the model and backend (off the event loop), start the scheduler, run one warm-up pass."""
@@ -164,12 +168,14 @@ class Engine:
         if self._backend is not None:
             self._backend.close()
 
+    async def encode(self, items: Items, *, query: bool, truncate: bool) -> Encoded:
+        """A request's texts or token-id arrays (``token_ids`` says how those are read) as the model's encodings:
+        the query instruction prepended if ``query``, [CLS]/[SEP] framed, each within the context (else a 400)."""
+        return await self._require_inputs().encode(items, query=query, truncate=truncate)
+
     async def tokenize(self, texts: Sequence[str], *, truncate: bool) -> list[Encoding]:
-        """Tokenise off the event loop (HF tokenizers releases the GIL and uses its own threads)."""
-        tok = self._require_tokenizer()
-        return await asyncio.to_thread(
-            tok.encode_texts, list(texts), truncate=truncate, max_tokens=self.info.max_tokens
-        )
+        """Plain texts as encodings, over-long ones kept whole unless ``truncate`` (see ``encode``, which refuses)."""
+        return await self._require_inputs().tokenize(texts, truncate=truncate)
 
     async def tokens(self, texts: Sequence[str], *, add_special_tokens: bool, query: bool) -> list[list[Token]]:
         """Each text's tokens with their character offsets (``/tokenize``); nothing truncated, nothing refused."""
@@ -188,19 +194,14 @@ class Engine:
         )
 
     def encode_token_ids(self, ids: Sequence[Sequence[int]], *, truncate: bool) -> list[Encoding]:
-        return self._require_tokenizer().encode_ids(ids, truncate=truncate, max_tokens=self.info.max_tokens)
+        return self._require_inputs().encode_token_ids(ids, truncate=truncate)
 
     async def embed(
         self, encodings: Sequence[Encoding], *, priority: Priority = Priority.ONLINE
     ) -> npt.NDArray[np.float32]:
         """``(n, dim)`` float32 rows in input order. Cancelling the caller cancels its queued inputs.
-        ``Priority.BULK`` work (batch jobs) runs only when no online work waits."""
-        limit = self.info.max_tokens
-        for i, enc in enumerate(encodings):
-            if enc.length > limit:
-                raise ContextLengthExceededError(
-                    f"input[{i}] has {enc.length} tokens; the limit is {limit}.", param="input"
-                )
+        ``Priority.BULK`` work (batch jobs) runs only when no online work waits. The encodings come from ``encode``,
+        which has checked them against the model's context."""
         if not encodings:
             return np.zeros((0, self.info.dim), dtype=np.float32)
         futures = self._require_scheduler().submit(encodings, priority=priority)
@@ -232,7 +233,8 @@ class Engine:
     async def _embed_once(self, texts: Sequence[str], *, truncate: bool) -> npt.NDArray[np.float32]:
         await self.start()
         try:
-            return await self.embed(await self.tokenize(texts, truncate=truncate))
+            encoded = await self.encode(list(texts), query=False, truncate=truncate)
+            return await self.embed(encoded.encodings)
         finally:
             await self.stop()
 
@@ -240,6 +242,11 @@ class Engine:
         if self._tokenizer is None:
             raise EngineError("The engine has not been started.")
         return self._tokenizer
+
+    def _require_inputs(self) -> InputEncoder:
+        if self._inputs is None:
+            raise EngineError("The engine has not been started.")
+        return self._inputs
 
     def _require_scheduler(self) -> Scheduler:
         if self._scheduler is None:

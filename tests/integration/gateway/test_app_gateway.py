@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import httpx
 import pytest
@@ -15,7 +15,7 @@ from embedserve.accounting.store_gateway import StoreGateway
 from embedserve.accounting.usage import usage_report
 from embedserve.api.app import create_app
 from embedserve.settings import Settings
-from tests.gateway_stub_engine import StubEngine
+from tests.gateway_stub_engine import stub_engine
 
 ADMIN = "test-admin-key-0123456789"
 SEED = {"input": "Laura is a DJ.", "model": "BAAI/bge-large-en-v1.5"}
@@ -24,7 +24,7 @@ SEED = {"input": "Laura is a DJ.", "model": "BAAI/bge-large-en-v1.5"}
 @pytest.fixture
 async def app(tmp_path: Path) -> AsyncIterator[FastAPI]:
     settings = Settings(data_dir=tmp_path, admin_key=ADMIN)
-    application = create_app(settings, engine=cast(Any, StubEngine()))
+    application = create_app(settings, engine=stub_engine())
     async with application.router.lifespan_context(application):
         yield application
 
@@ -148,7 +148,7 @@ async def test_admin_api_manages_keys_and_reads_usage(client: httpx.AsyncClient)
 
 async def test_no_auth_serves_any_bearer_but_not_the_admin_api(tmp_path: Path) -> None:
     settings = Settings(data_dir=tmp_path, auth=False)
-    application = create_app(settings, engine=cast(Any, StubEngine()))
+    application = create_app(settings, engine=stub_engine())
     async with application.router.lifespan_context(application):
         transport = httpx.ASGITransport(app=application)
         async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:

@@ -14,16 +14,14 @@ from fastapi import FastAPI
 from embedserve.accounting.store_gateway import StoreGateway
 from embedserve.api.app import create_app
 from embedserve.settings import Settings
-from tests.gateway_stub_engine import StubEngine
+from tests.gateway_stub_engine import stub_engine
 
 MODEL = "BAAI/bge-large-en-v1.5"
 
 
 @pytest.fixture
 async def app(tmp_path: Path) -> AsyncIterator[FastAPI]:
-    application = create_app(
-        Settings(data_dir=tmp_path, admin_key="adm-0123456789-abcdefgh"), engine=cast(Any, StubEngine())
-    )
+    application = create_app(Settings(data_dir=tmp_path, admin_key="adm-0123456789-abcdefgh"), engine=stub_engine())
     async with application.router.lifespan_context(application):
         yield application
 

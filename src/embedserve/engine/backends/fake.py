@@ -1,6 +1,7 @@
 """A deterministic fake backend for API tests only: a unit vector seeded by each input's token ids.
 
-Same ids give the same vector, different ids a different one; no model weights, no torch.
+Same ids give the same vector, different ids a different one; no model weights, no torch. Built with ``fail_on``
+token ids, a batch holding any of them fails, as a broken forward pass would (tests of refunds and error paths).
 """
 
 from __future__ import annotations
@@ -19,15 +20,19 @@ class FakeBackend:
     dtype = "float32"
     device = "cpu"
 
-    def __init__(self, *, dim: int) -> None:
+    def __init__(self, *, dim: int, fail_on: frozenset[int] = frozenset()) -> None:
         self.dim = dim
+        self.fail_on = fail_on
 
     def forward(
         self, input_ids: npt.NDArray[np.int64], attention_mask: npt.NDArray[np.int64]
     ) -> npt.NDArray[np.float32]:
         rows = []
         for ids, mask in zip(input_ids, attention_mask, strict=True):
-            real = ids[mask.astype(bool)].astype(np.int64).tobytes()
+            kept = ids[mask.astype(bool)].astype(np.int64)
+            if self.fail_on.intersection(kept.tolist()):
+                raise RuntimeError("the fake backend was asked to fail on one of these token ids")
+            real = kept.tobytes()
             seed = int.from_bytes(hashlib.sha256(real).digest()[:8], "little")
             vec = np.random.default_rng(seed).standard_normal(self.dim).astype(np.float32)
             rows.append(vec / np.linalg.norm(vec))
