@@ -15,7 +15,9 @@ from embedserve.errors import EngineError, ServerOverloadedError, ServiceUnavail
 
 
 class RecordingBackend:
-    """Returns each row's first token id as its vector; records every batch; can be paused or made to fail."""
+    """Returns each row's first token id as its vector; records every batch; can be paused or made to fail.
+
+    ``await running()`` returns once a batch has reached ``forward`` (held there while ``gate`` is clear)."""
 
     name = "recording"
     dtype = "float32"
@@ -27,8 +29,14 @@ class RecordingBackend:
         self.gate = threading.Event()
         self.gate.set()
         self.fail = False
+        self._loop = asyncio.get_running_loop()
+        self._entered = asyncio.Event()
+
+    async def running(self) -> None:
+        await asyncio.wait_for(self._entered.wait(), timeout=10)
 
     def forward(self, ids: npt.NDArray[np.int64], mask: npt.NDArray[np.int64]) -> npt.NDArray[np.float32]:
+        self._loop.call_soon_threadsafe(self._entered.set)
         self.gate.wait(timeout=10)
         self.threads.add(threading.current_thread().name)
         self.batches.append([int(m.sum()) for m in mask])
@@ -89,7 +97,7 @@ async def test_cancelled_entries_are_skipped() -> None:
     first = sched.submit([enc(5)])
     gone = sched.submit([enc(9) for _ in range(5)])
     kept = sched.submit([enc(6)])
-    await asyncio.sleep(0.05)
+    await backend.running()
     for fut in gone:
         fut.cancel()
     backend.gate.set()
@@ -106,7 +114,7 @@ async def test_queue_bound_gives_503_with_retry_after() -> None:
     sched = make(backend, max_queued_tokens=100, max_batch_size=1)
     sched.start()
     held = sched.submit([enc(10)])
-    await asyncio.sleep(0.02)
+    await backend.running()  # taken off the queue: the queue is empty again
     queued = sched.submit([enc(50)])
     with pytest.raises(ServerOverloadedError) as err:
         sched.submit([enc(60)])
@@ -164,21 +172,25 @@ def sched_submit_before_start(
 async def test_the_idle_hook_runs_on_the_inference_thread_once_the_queue_stays_empty() -> None:
     backend = RecordingBackend()
     calls: list[tuple[int, str]] = []  # (batches run so far, thread)
+    idle, loop = asyncio.Event(), asyncio.get_running_loop()
+
+    def on_idle() -> None:
+        calls.append((len(backend.batches), threading.current_thread().name))
+        loop.call_soon_threadsafe(idle.set)
+
     cfg = SchedulerConfig(
         pad_id=0,
         max_batch_tokens=64,
         max_batch_size=8,
         max_queued_tokens=10_000,
         clock=lambda: 100.0,
-        on_idle=lambda: calls.append((len(backend.batches), threading.current_thread().name)),
+        on_idle=on_idle,
         idle_delay=0.0,
     )
     sched = Scheduler(backend, cfg)
     sched.start()
     await asyncio.gather(*sched.submit([enc(30) for _ in range(8)]))  # 4 batches of 2 under the 64-token budget
-    while not calls:  # the hook is armed on a loop timer once the last batch is answered
-        await asyncio.sleep(0)
-        await sched.run_sync(lambda: np.zeros(1, dtype=np.float32))  # same thread: anything queued ran before
+    await asyncio.wait_for(idle.wait(), timeout=10)  # armed on a loop timer once the last batch is answered
     await sched.stop()
     assert len(backend.batches) == 4
     assert [n for n, _ in calls] == [4]  # not between batches while work was waiting
@@ -196,7 +208,7 @@ async def test_the_scheduler_passes_its_free_padding_size_to_batching(
     sched = make(backend, max_batch_tokens=16384, max_batch_size=256, free_padding_tokens=free_padding_tokens)
     sched.start()
     futures = sched.submit([enc(400), enc(12), enc(200)])
-    await asyncio.sleep(0.05)
+    await backend.running()
     backend.gate.set()
     await asyncio.gather(*futures)
     assert sorted(sorted(b) for b in backend.batches) == sorted(expected)

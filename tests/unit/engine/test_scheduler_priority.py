@@ -14,7 +14,7 @@ async def test_online_inputs_overtake_queued_bulk_inputs() -> None:
     sched = make(backend, max_batch_tokens=8, max_batch_size=2)
     sched.start()
     bulk = sched.submit([enc(4, tag=100 + i) for i in range(6)], priority=Priority.BULK)
-    await asyncio.sleep(0.05)
+    await backend.running()  # the first bulk batch is on the inference thread
     online = sched.submit([enc(3, tag=1), enc(3, tag=2)])
     backend.gate.set()
     await asyncio.gather(*bulk, *online)
@@ -30,7 +30,7 @@ async def test_only_one_bulk_batch_is_in_flight_so_online_waits_for_at_most_one(
     sched = make(backend, max_batch_tokens=8, max_batch_size=2)
     sched.start()
     sched.submit([enc(4, tag=100 + i) for i in range(6)], priority=Priority.BULK)
-    await asyncio.sleep(0.05)
+    await backend.running()  # the first bulk batch is on the inference thread
     assert sched.queue_depth == 4  # one bulk batch taken; the next is not prepared behind it
     online = sched.submit([enc(4, tag=1)])
     backend.gate.set()
