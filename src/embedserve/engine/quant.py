@@ -17,6 +17,7 @@ dequantisation ops this measured 29.3 -> 24.6 ms for 2048 rows and 0.38 -> 0.23 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -35,14 +36,33 @@ def _quantize_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.round(x / scale).clamp(-_QMAX, _QMAX).to(torch.int8), scale
 
 
-def _quantize_rows_shifted_(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _quantize_rows_shifted_(x: torch.Tensor, clip: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
     """``_quantize_rows`` stored as uint8 ``q + 128`` (values 1..255): the same numbers, in the form oneDNN's fast
     int8 kernels take (with a zero point of 128). Overwrites ``x``, so no pass allocates a full-size temporary but
     the uint8 result; ``max|x|`` comes from ``amax`` and ``amin`` (no ``abs`` copy; ``torch.aminmax`` measured 15x
-    slower than the two). ``|x| * 127 / max|x|`` never rounds past 127, so no clamp."""
+    slower than the two). ``|x| * 127 / max|x|`` never rounds past 127, so no clamp unless ``clip`` < 1 scales to
+    that fraction of ``max|x|`` (larger values then saturate at +-127)."""
     amax = torch.maximum(x.amax(dim=1, keepdim=True), x.amin(dim=1, keepdim=True).neg_()).clamp_(min=1e-8)
-    q = x.mul_(_QMAX / amax).round_().add_(_ZERO_POINT).to(torch.uint8)
-    return q, amax / _QMAX
+    if clip != 1.0:
+        amax.mul_(clip)
+        x.mul_(_QMAX / amax).round_().clamp_(-_QMAX, _QMAX)
+    else:
+        x.mul_(_QMAX / amax).round_()
+    return x.add_(_ZERO_POINT).to(torch.uint8), amax / _QMAX
+
+
+@dataclass(frozen=True, slots=True)
+class ActScales:
+    """How a layer's activations get their int8 scales: one per token (``group`` 0) or one per ``group`` consecutive
+    input channels of each token (emulated only: oneDNN's kernel takes one scale per row); ``clip`` < 1 makes each
+    scale that fraction of the max |x| it covers, the few values above it saturating (QuaRot clips at 0.9)."""
+
+    group: int = 0
+    clip: float = 1.0
+
+
+PER_TOKEN = ActScales()
+"""One unclipped scale per token: what every layer gets unless a recipe says otherwise."""
 
 
 def int8_linear_available() -> bool:
@@ -58,8 +78,9 @@ class Int8Linear(nn.Module):
     same product with outliers spread over all channels; ``smooth`` and ``outliers`` then act on the rotated
     channels. ``smooth`` divides the activations' input channels (and multiplies the weight's); ``outliers`` names
     input channels computed in fp32 instead: they are zeroed before the per-token scale is taken, so they no longer
-    set it. ``emulate`` computes the same integer products in float64 instead of oneDNN's kernel: any CPU, far
-    slower, for fidelity measurements only (never served).
+    set it. ``act`` says how the activation scales are taken (per token by default). ``emulate`` computes the same
+    integer products in float64 instead of oneDNN's kernel: any CPU, far slower, for fidelity measurements only
+    (never served).
     """
 
     packed_weight: torch.Tensor | None
@@ -78,9 +99,13 @@ class Int8Linear(nn.Module):
         outliers: torch.Tensor | None = None,
         *,
         rotation: HadamardRotation | None = None,
+        act: ActScales = PER_TOKEN,
         emulate: bool = False,
     ) -> None:
         super().__init__()
+        if act.group and (not emulate or linear.in_features % act.group):
+            raise ValueError(f"per-group activation scales need emulate=True and groups dividing {linear.in_features}")
+        self.act = act
         original = linear.weight.detach().float()
         self.rotation = rotation
         if rotation is not None:
@@ -121,9 +146,12 @@ class Int8Linear(nn.Module):
             rows = rows * self.act_factor
         elif not rotated:
             rows = rows.clone()
-        q, scale = _quantize_rows_shifted_(rows)
-        out = self._int8_product(q)
-        out = torch.addcmul(bias, out, scale, out=out)  # the per-token scales, and the bias, in one pass
+        if self.act.group:
+            out = self._grouped_product(rows).add_(bias)
+        else:
+            q, scale = _quantize_rows_shifted_(rows, self.act.clip)
+            out = self._int8_product(q)
+            out = torch.addcmul(bias, out, scale, out=out)  # the per-token scales, and the bias, in one pass
         return out.reshape(*shape[:-1], self.out_features).to(x.dtype)
 
     def _int8_product(self, q: torch.Tensor) -> torch.Tensor:
@@ -135,6 +163,17 @@ class Int8Linear(nn.Module):
             q, _ONE, _ZERO_POINT_T, self.packed_weight, self.weight_scale, self.weight_zero_point,
             None, 1.0, 0, torch.float32, "none", [], "",
         )  # fmt: skip
+
+    def _grouped_product(self, rows: torch.Tensor) -> torch.Tensor:
+        """The emulated product with one activation scale per ``group`` channels of each row: each group's integer
+        sum (exact in float64) times its own scale, summed over the groups, times the weight scales."""
+        assert self.weight_q_t is not None
+        n, size = rows.shape[0], self.act.group
+        q, scale = _quantize_rows_shifted_(rows.reshape(-1, size), self.act.clip)
+        groups = q.double().sub_(_ZERO_POINT).view(n, -1, size).transpose(0, 1)  # (groups, n, size)
+        sums = torch.matmul(groups, self.weight_q_t.view(groups.shape[0], size, -1))  # (groups, n, out)
+        out = (sums * scale.double().view(n, -1).t().unsqueeze(2)).sum(dim=0)
+        return out.float().mul_(self.weight_scale)
 
 
 def activation_maxima(
@@ -200,12 +239,13 @@ def quantize_linears(
     alpha: float = 0.5,
     outliers: int = 0,
     rotations: Mapping[str, HadamardRotation] | None = None,
+    act: Mapping[str, ActScales] | None = None,
     emulate: bool = False,
 ) -> list[str]:
     """Replace every ``nn.Linear`` not skipped by an ``Int8Linear``: rotated where ``rotations`` has its name,
     smoothed where ``act_max`` has it (maxima of the rotated input for a rotated layer), with the ``outliers`` input
-    channels largest after smoothing kept in fp32."""
-    rotations = rotations or {}
+    channels largest after smoothing kept in fp32, and activation scales as ``act`` says (per token if unnamed)."""
+    rotations, act = rotations or {}, act or {}
 
     def build(full: str, linear: nn.Linear) -> nn.Module | None:
         if skip(full):
@@ -215,7 +255,8 @@ def quantize_linears(
             smooth = smoothing_factors(act_max[full], linear.weight, alpha)
             if outliers:
                 kept = torch.topk(act_max[full] / smooth, min(outliers, linear.in_features)).indices
-        return Int8Linear(linear, smooth, kept, rotation=rotations.get(full), emulate=emulate)
+        scales = act.get(full, PER_TOKEN)
+        return Int8Linear(linear, smooth, kept, rotation=rotations.get(full), act=scales, emulate=emulate)
 
     return replace_linears(model, build)
 

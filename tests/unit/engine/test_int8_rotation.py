@@ -1,6 +1,7 @@
 """The Hadamard rotation of int8 inputs changes nothing in exact arithmetic: the fast transform is the orthogonal
 matrix it claims, a rotated-and-folded linear layer is the original one, and the emulated int8 layer (any CPU) is
-the W8A8 arithmetic on the rotated operands. None of this needs VNNI."""
+the W8A8 arithmetic on the rotated operands, with per-token or per-group, clipped or unclipped activation scales.
+None of this needs VNNI."""
 
 from __future__ import annotations
 
@@ -9,9 +10,9 @@ import torch
 from torch import nn
 
 from embedserve.engine.backends.torch import cpu_has_fast_int8
-from embedserve.engine.hadamard import HadamardRotation, fold_rotation, fwht, paley_hadamard
-from embedserve.engine.int8_recipe import KINDS, Int8Recipe, linear_kind, quantize_encoder
-from embedserve.engine.quant import Int8Linear, _quantize_rows
+from embedserve.engine.hadamard import HadamardRotation, fold_rotation, fwht, paley_hadamard, random_signs
+from embedserve.engine.int8_recipe import KINDS, RECIPES, Int8Recipe, linear_kind, quantize_encoder
+from embedserve.engine.quant import PER_TOKEN, ActScales, Int8Linear, _quantize_rows
 
 
 def sylvester(n: int) -> torch.Tensor:
@@ -162,3 +163,84 @@ def test_emulation_computes_what_the_served_kernel_does(rotate: bool) -> None:
     emulated = Int8Linear(linear, rotation=rotation, emulate=True)
     with torch.inference_mode():
         torch.testing.assert_close(served(x), emulated(x), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize(("n", "mix"), [(1024, True), (1536, True), (1536, False)])
+def test_a_randomised_hadamard_is_orthogonal_and_the_folded_layer_is_the_original(n: int, mix: bool) -> None:
+    rotation = HadamardRotation(n, mix=mix, seed=5)
+    t = rotation.matrix().double()
+    torch.testing.assert_close(t @ t.t(), torch.eye(n, dtype=torch.float64), rtol=0, atol=1e-6)
+    signs = random_signs(n, 5).double()
+    torch.testing.assert_close(t, HadamardRotation(n, mix=mix).matrix().double() * signs, rtol=0, atol=1e-7)
+    gen = torch.Generator().manual_seed(n)
+    linear = nn.Linear(n, 32)
+    x = torch.randn(6, n, generator=gen)
+    x[:, 3] *= 50.0
+    folded = fold_rotation(linear.weight.detach(), rotation)
+    with torch.no_grad():
+        torch.testing.assert_close(rotation(x) @ folded.t() + linear.bias, linear(x), rtol=1e-4, atol=1e-4)
+
+
+def test_random_signs_depend_on_the_seed_only() -> None:
+    a = random_signs(1536, 1)
+    assert set(a.unique().tolist()) == {-1.0, 1.0}
+    assert torch.equal(a, random_signs(1536, 1))
+    assert not torch.equal(a, random_signs(1536, 2))
+
+
+def fake_quant(x: torch.Tensor, clip: float) -> torch.Tensor:
+    """Symmetric int8 of each row, scale ``clip * max|x| / 127``, values beyond it saturating: dequantised, fp64."""
+    scale = x.abs().amax(dim=1, keepdim=True) * clip / 127.0
+    return torch.round(x / scale).clamp(-127, 127) * scale
+
+
+@pytest.mark.parametrize(("group", "clip"), [(0, 0.9), (128, 1.0), (128, 0.9), (32, 1.0), (1536, 1.0)])
+def test_grouped_and_clipped_activation_scales_are_the_arithmetic_they_claim(group: int, clip: float) -> None:
+    gen = torch.Generator().manual_seed(group + 1)
+    linear = nn.Linear(1536, 48)
+    x = torch.randn(9, 1536, generator=gen)
+    x[:, 7] *= 30.0
+    w = linear.weight.detach().double()
+    qw = torch.round(w / (w.abs().amax(dim=1, keepdim=True) / 127.0))
+    w_deq = qw * (w.abs().amax(dim=1, keepdim=True) / 127.0)
+    size = group or 1536
+    x_deq = fake_quant(x.double().reshape(-1, size), clip).reshape(9, 1536)
+    expected = (x_deq @ w_deq.t() + linear.bias.detach().double()).float()
+    layer = Int8Linear(linear, act=ActScales(group=group, clip=clip), emulate=True)
+    with torch.inference_mode():
+        torch.testing.assert_close(layer(x), expected, rtol=1e-4, atol=1e-4)
+
+
+def test_one_group_as_wide_as_the_row_is_the_per_token_layer() -> None:
+    linear = nn.Linear(384, 40)
+    x = torch.randn(11, 384, generator=torch.Generator().manual_seed(2))
+    rotation = HadamardRotation(384, seed=1)
+    grouped = Int8Linear(linear, rotation=rotation, act=ActScales(group=384), emulate=True)
+    per_token = Int8Linear(linear, rotation=rotation, emulate=True)
+    with torch.inference_mode():
+        torch.testing.assert_close(grouped(x), per_token(x), rtol=1e-6, atol=1e-6)
+
+
+def test_per_group_scales_are_refused_where_no_kernel_or_no_even_split() -> None:
+    with pytest.raises(ValueError, match="per-group"):
+        Int8Linear(nn.Linear(384, 8), act=ActScales(group=128))
+    with pytest.raises(ValueError, match="per-group"):
+        Int8Linear(nn.Linear(384, 8), act=ActScales(group=100), emulate=True)
+
+
+def test_a_recipe_tunes_the_activation_scales_of_the_kinds_it_names_only() -> None:
+    encoder = TinyEncoder()
+    x = torch.randn(20, 32)
+    recipe = Int8Recipe(rotate=frozenset({"ffn_out"}), seed=3, act=ActScales(group=32, clip=0.95))
+    quantize_encoder(encoder, lambda: encoder(x), recipe, bf16=False, emulate=True)
+    layers = {n: m for n, m in encoder.named_modules() if isinstance(m, Int8Linear)}
+    assert layers["layer.output.dense"].act == ActScales(group=32, clip=0.95)
+    assert layers["layer.output.dense"].rotation is not None
+    assert all(m.act == PER_TOKEN and m.rotation is None for n, m in layers.items() if n != "layer.output.dense")
+
+
+@pytest.mark.parametrize("name", sorted(RECIPES))
+def test_every_named_recipe_builds_on_a_tiny_encoder(name: str) -> None:
+    encoder = TinyEncoder()
+    x = torch.randn(8, 32)
+    assert quantize_encoder(encoder, lambda: encoder(x), RECIPES[name][1], bf16=False, emulate=True)
