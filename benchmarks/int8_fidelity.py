@@ -1,7 +1,7 @@
 """int8 fidelity on real MiniLM weights, on any CPU: each int8 recipe against torch fp32, no VNNI needed.
 
-    python benchmarks/int8_fidelity.py                  # every variant
-    python benchmarks/int8_fidelity.py --variants rot-all,rot-all+smooth
+    python benchmarks/int8_fidelity.py                  # every named recipe in engine/int8_recipe.py's RECIPES
+    python benchmarks/int8_fidelity.py --variants rot-ffn-out+smooth,group128,rand0
 
 Each recipe is built with ``Int8Linear``'s float64 emulation of its integer arithmetic (the same uint8/int8 values,
 scales and integer sums as oneDNN's kernel; ``tests/unit/engine/test_int8_rotation.py`` checks the two agree), so

@@ -64,8 +64,8 @@ _FFN_OUT = frozenset({"ffn_out"})
 _ROT_FFN_OUT = Int8Recipe(rotate=_FFN_OUT)
 
 
-def _rot(seed: int | None = None, group: int = 0, clip: float = 1.0) -> Int8Recipe:
-    return Int8Recipe(rotate=_FFN_OUT, seed=seed, act=ActScales(group=group, clip=clip))
+def _rot(group: int = 0, seed: int | None = None, clip: float = 1.0, outliers: int = 16) -> Int8Recipe:
+    return Int8Recipe(rotate=_FFN_OUT, outliers=outliers, seed=seed, act=ActScales(group=group, clip=clip))
 
 
 RECIPES: dict[str, tuple[str, Int8Recipe]] = {
@@ -84,7 +84,7 @@ RECIPES: dict[str, tuple[str, Int8Recipe]] = {
     "rot-all+smooth": ("every linear rotated, then smoothed + 16 outliers", Int8Recipe(rotate=KINDS)),
     "rot-all+smooth0": ("every linear rotated, then smoothed, no outliers", Int8Recipe(rotate=KINDS, outliers=0)),
     **{
-        f"rand{seed}": (f"rot-ffn-out+smooth, random +-1 diagonal before H (seed {seed})", _rot(seed))
+        f"rand{seed}": (f"rot-ffn-out+smooth, random +-1 diagonal before H (seed {seed})", _rot(seed=seed))
         for seed in range(4)
     },
     **{
@@ -92,6 +92,11 @@ RECIPES: dict[str, tuple[str, Int8Recipe]] = {
         for g in (128, 32)
     },
     **{f"clip{c}": (f"rot-ffn-out+smooth, FFN-out activation scales at {c} x max", _rot(clip=c)) for c in (0.95, 0.9)},
+    **{f"out{k}": (f"rot-ffn-out+smooth with {k} outlier channels per layer", _rot(outliers=k)) for k in (32, 64)},
+    **{
+        f"group128+out{k}": (f"rot-ffn-out+smooth, {k} outliers, FFN-out scales per 128 chans", _rot(128, outliers=k))
+        for k in (32, 64)
+    },
 }
 """The named recipes ``benchmarks/int8_fidelity.py`` measures (docs/int8-rotation.md has the figures)."""
 
