@@ -128,7 +128,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
-    from embedserve.serve import run_server
+    from embedserve.server import run_server
 
     return asyncio.run(run_server(settings))
 
