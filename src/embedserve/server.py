@@ -71,9 +71,9 @@ def _open_metrics(settings: Settings) -> str:
 
 async def run_server(settings: Settings) -> int:
     from embedserve.api.app import create_app
-    from embedserve.api.routes.metrics import serve_metrics_port
     from embedserve.engine.engine import Engine
     from embedserve.metrics import Metrics, batch_observer
+    from embedserve.metrics_port import serve_metrics_port
 
     _configure_logging(settings)
     metrics = Metrics.create()

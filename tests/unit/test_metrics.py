@@ -11,13 +11,8 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from embedserve import errors
-from embedserve.api.routes.metrics import (
-    UNMATCHED_ROUTE,
-    request_observer,
-    route_label,
-    router,
-    serve_metrics_port,
-)
+from embedserve.api.access_log import UNMATCHED_ROUTE, RequestRecord, request_observer, route_label
+from embedserve.api.routes.metrics import router
 from embedserve.metrics import (
     Metrics,
     observe_batch,
@@ -31,6 +26,7 @@ from embedserve.metrics import (
     set_queue,
     track_queue,
 )
+from embedserve.metrics_port import serve_metrics_port
 
 
 def value(m: Metrics, name: str, labels: dict[str, str] | None = None) -> float:
@@ -218,10 +214,10 @@ def test_request_observer_counts_by_template_and_logs_without_text(caplog: pytes
     async def _embed() -> None: ...
 
     principal = type("P", (), {"key_id": "key_7"})()
-    state = {"request_id": "req_x", "principal": principal, "inputs": 2, "tokens": 14, "queue_ms": 0.5}
+    record = RequestRecord(request_id="req_x", inputs=2, tokens=14, queue_ms=0.5)
     scope = {"type": "http", "method": "POST", "path": "/v1/embeddings", "root_path": "", "app": app}
     with caplog.at_level("INFO", logger="embedserve.access"):
-        request_observer(m)({**scope, "headers": [], "state": state}, 200, 0.02)
+        request_observer(m)({**scope, "headers": [], "state": {"principal": principal}}, record, 200, 0.02)
     assert value(m, "embedserve_requests_total", {"route": "/v1/embeddings", "status": "200"}) == 1
     (record,) = caplog.records
     fields = record.__dict__["embedserve_fields"]

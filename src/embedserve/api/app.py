@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 from fastapi import FastAPI
 
 from embedserve import __version__
+from embedserve.api.access_log import request_observer
 from embedserve.api.auth_gate import AuthGateMiddleware
 from embedserve.api.bodies import BodyDecoder, InputLimits
 from embedserve.api.errors import install_error_handlers
@@ -134,6 +135,6 @@ def create_app(
         RequestContextMiddleware,
         max_body_bytes=settings.max_body_bytes,
         path_limits={"/v1/files": settings.batch_max_file_bytes + MULTIPART_OVERHEAD},
-        on_complete=metrics_routes.request_observer(metrics),  # ops wiring
+        on_complete=request_observer(metrics),  # ops wiring
     )
     return app

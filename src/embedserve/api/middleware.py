@@ -11,7 +11,7 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 
 from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException
@@ -19,14 +19,13 @@ from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from embedserve import errors
+from embedserve.api.access_log import OnComplete, open_record
 from embedserve.api.errors import error_response, internal_error
 
 logger = logging.getLogger(__name__)
 
 REQUEST_ID_HEADER = "x-request-id"
 _VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
-
-OnComplete = Callable[[Scope, int, float], None]
 
 
 def _client_request_id(scope: Scope) -> str | None:
@@ -71,6 +70,7 @@ class RequestContextMiddleware:
             return
         request_id = _client_request_id(scope) or f"req_{uuid.uuid4().hex}"
         scope.setdefault("state", {})["request_id"] = request_id
+        record = open_record(request_id)
         started = time.perf_counter()
         status = 500
         response_started = False
@@ -121,4 +121,4 @@ class RequestContextMiddleware:
                 await error_response(internal_error(request_id), Request(scope))(scope, receive, send_with_id)
         finally:
             if self.on_complete is not None:
-                self.on_complete(scope, status, time.perf_counter() - started)
+                self.on_complete(scope, record, status, time.perf_counter() - started)

@@ -13,6 +13,7 @@ from fastapi.responses import Response
 
 from embedserve import errors
 from embedserve.accounting.gateway import Principal
+from embedserve.api.access_log import current_record
 from embedserve.api.bodies import BodyDecoder
 from embedserve.api.deps import get_engine, get_principal, get_service, request_id
 from embedserve.api.encoding import dumps, embedding_items
@@ -106,7 +107,8 @@ async def create_embeddings(
     embed = embed_request(body, request_id=request_id(request), input=decoded_input)
     result = await _cancel_on_disconnect(request, get_service(request).embed(embed, principal))
     inputs, tokens = len(result.token_counts), result.prompt_tokens
-    request.state.inputs, request.state.tokens = inputs, tokens  # ops wiring: the access line's counts
+    record = current_record()  # ops wiring: the access line's counts
+    record.inputs, record.tokens = inputs, tokens
     observe_usage(
         request.app.state.metrics, key_id=principal.key_id, inputs=inputs, tokens=tokens, credits=result.credits_used
     )
