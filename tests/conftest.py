@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-REFERENCE_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "reference"
+from tests.paths import REFERENCE_DIR, SHARED_REFERENCE
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -23,12 +23,12 @@ def pytest_configure(config: pytest.Config) -> None:
 @pytest.fixture(scope="session")
 def reference_model_dir() -> Path:
     """The real bge-large-en-v1.5 config and tokenizer (no weights): serve it with --load-format dummy."""
-    return REFERENCE_DIR / "bge-large-en-v1.5"
+    return REFERENCE_DIR
 
 
 @pytest.fixture(scope="session")
 def seed_response_path() -> Path:
-    return REFERENCE_DIR / "seed-example-response.json"
+    return SHARED_REFERENCE / "seed-example-response.json"
 
 
 @pytest.fixture(scope="session")

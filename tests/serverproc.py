@@ -15,8 +15,7 @@ from pathlib import Path
 
 import httpx
 
-REPO = Path(__file__).resolve().parents[1]
-REFERENCE_DIR = REPO.parent / "shared" / "reference" / "bge-large-en-v1.5"
+from tests.paths import REPO
 
 
 def free_port() -> int:

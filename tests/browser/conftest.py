@@ -17,7 +17,8 @@ from typing import Any
 
 import pytest
 
-from tests.serverproc import REPO, running_server
+from tests.paths import REPO
+from tests.serverproc import running_server
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [

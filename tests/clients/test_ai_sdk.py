@@ -14,7 +14,7 @@ import numpy.typing as npt
 import pytest
 
 from tests.clients.conftest import API_KEY, MODEL, TEXTS, cosines
-from tests.serverproc import REPO
+from tests.paths import REPO
 
 JS_DIR = REPO / "tests" / "sdk" / "js"
 

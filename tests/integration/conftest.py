@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -12,8 +11,7 @@ from fastapi import FastAPI
 
 from embedserve.api.app import create_app
 from embedserve.settings import EngineSettings, Settings
-
-REFERENCE_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "reference" / "bge-large-en-v1.5"
+from tests.paths import REFERENCE_DIR
 
 AppFactory = Callable[..., FastAPI]
 

@@ -12,7 +12,8 @@ import httpx
 import openai
 import pytest
 
-from tests.serverproc import REFERENCE_DIR, REPO, ServerProcess, running_server
+from tests.paths import REFERENCE_DIR, REPO
+from tests.serverproc import ServerProcess, running_server
 
 JS_DIR = REPO / "tests" / "sdk" / "js"
 SEED_MODEL = "BAAI/bge-large-en-v1.5"

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.serverproc import REFERENCE_DIR, running_server
+from tests.paths import REFERENCE_DIR
+from tests.serverproc import running_server
 
 FAKE = ["--model", str(REFERENCE_DIR), "--backend", "fake"]
 

@@ -66,7 +66,7 @@ async def auth_app(tmp_path: Path) -> Any:
     """The real app with the store gateway (SQLite in tmp_path) and the fake backend on the real tokenizer."""
     from embedserve.api.app import create_app
     from embedserve.settings import EngineSettings, Settings
-    from tests.integration.conftest import REFERENCE_DIR
+    from tests.paths import REFERENCE_DIR
 
     settings = Settings(
         engine=EngineSettings(model=str(REFERENCE_DIR), backend="fake", served_model_name="BAAI/bge-large-en-v1.5"),

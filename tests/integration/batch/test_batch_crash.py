@@ -12,7 +12,8 @@ import httpx
 import orjson
 
 from tests.integration.gateway.processes import cli, create_key
-from tests.serverproc import REFERENCE_DIR, spawn_server, wait_ready
+from tests.paths import REFERENCE_DIR
+from tests.serverproc import spawn_server, wait_ready
 
 LINES = 40
 

@@ -14,7 +14,8 @@ import openai
 import orjson
 import pytest
 
-from tests.serverproc import REFERENCE_DIR, REPO, ServerProcess, running_server
+from tests.paths import REFERENCE_DIR, REPO
+from tests.serverproc import ServerProcess, running_server
 
 JS_DIR = REPO / "tests" / "sdk" / "js"
 TEXTS = ["Laura is a DJ.", "Bulk jobs embed whole corpora at once.", "short", "The quick brown fox jumps."]

@@ -19,7 +19,7 @@ from embedserve.batch.run_cli import run_batch
 from embedserve.batch.sources import Source
 from embedserve.engine.engine import Engine
 from embedserve.settings import EngineSettings, Settings
-from tests.integration.conftest import REFERENCE_DIR
+from tests.paths import REFERENCE_DIR
 
 REPO = Path(__file__).resolve().parents[3]
 FAKE = ["--model", str(REFERENCE_DIR), "--backend", "fake"]
