@@ -29,10 +29,7 @@ import json
 import os
 import random
 import shutil
-import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -45,7 +42,9 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 REPLICA = REPO.parent / "shared" / "reference" / "bge-large-en-v1.5"
-sys.path.insert(0, str(REPO / "src"))
+sys.path[:0] = [str(REPO / "src"), str(REPO)]
+
+from tests.serverproc import ServerProcess, free_port, start_server  # noqa: E402
 
 from embedserve.engine.backends import create_backend  # noqa: E402
 from embedserve.engine.backends.base import Backend  # noqa: E402
@@ -159,49 +158,22 @@ def gflop_per_token(config: BertConfig, seq: float) -> float:
     return config.num_layers * (2 * (4 * h * h + 2 * h * i) + 4 * seq * h) / 1e9
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def rss_mib(pid: int) -> tuple[float, float]:
     """(current, peak) resident set of a process, MiB, from /proc (Linux)."""
     fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line)
     return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
 
 
-class Server:
-    def __init__(self, model_dir: Path, backend: str, dtype: str, log_path: Path, extra: list[str]) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        cmd = [sys.executable, "-m", "embedserve", "serve", "--model", str(model_dir), "--served-model-name",
-               "bench", "--no-auth", "--host", "127.0.0.1", "--port", str(self.port), "--backend", backend,
-               "--dtype", dtype, "--log-level", "warning", *extra]  # fmt: skip
-        paths = [str(REPO / "src"), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
-        self.log = log_path.open("wb")
-        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, env=env)
-        deadline = time.monotonic() + 900
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited {self.proc.returncode}: {log_path.read_text()[-3000:]}")
-            try:
-                if httpx.get(f"{self.url}/ready", timeout=5).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.5)
-        raise TimeoutError("server not ready")
+def start_bench_server(model_dir: Path, backend: str, dtype: str, log_path: Path, extra: list[str]) -> ServerProcess:
+    """One engine under test, ready (``/ready``; loading real weights can take minutes), or killed and raised."""
+    args = ["--model", str(model_dir), "--served-model-name", "bench", "--no-auth", "--backend", backend,
+            "--dtype", dtype, "--log-level", "warning", *extra]  # fmt: skip
+    return start_server(args, log_path=log_path, timeout=900, ready_path="/ready", interval=0.5)
 
-    def info(self) -> dict[str, str]:
-        """What the server resolved ``auto`` to: /ready reports backend, dtype and device."""
-        return dict(httpx.get(f"{self.url}/ready", timeout=10).json())
 
-    def stop(self) -> None:
-        self.proc.send_signal(signal.SIGTERM)
-        self.proc.wait(timeout=60)
-        self.log.close()
+def server_info(server: ServerProcess) -> dict[str, str]:
+    """What the server resolved ``auto`` to: /ready reports backend, dtype and device."""
+    return dict(httpx.get(f"{server.url}/ready", timeout=10).json())
 
 
 async def drive(url: str, workload: Workload, concurrency: int) -> tuple[int, float, list[float]]:
@@ -313,7 +285,7 @@ def single_request_ms(url: str, text: str, reps: int) -> float:
     return statistics.median(times) * 1000
 
 
-def soak(server: Server, loads: list[Workload], seconds: float, concurrency: int) -> tuple[float, float, int]:
+def soak(server: ServerProcess, loads: list[Workload], seconds: float, concurrency: int) -> tuple[float, float, int]:
     """Run the mixed workload over and over; RSS at rest after the first pass and at the end (MiB), and passes run.
 
     At rest = 3 s after a pass: the engine hands freed memory back once it has been idle for a second."""
@@ -389,12 +361,12 @@ def main() -> None:
         backend, dtype = spec.split(":")
         extra = ["--device", device, *args.server_arg]
         try:
-            server = Server(model_dir, backend, dtype, work / f"server-{backend}-{dtype}.log", extra)
+            server = start_bench_server(model_dir, backend, dtype, work / f"server-{backend}-{dtype}.log", extra)
         except RuntimeError as exc:  # e.g. int8 refused on this CPU: report it and go on with the other engines
             print(f"\n## {spec}: the server did not start, skipped\n{str(exc).strip()[-400:]}")
             continue
         try:
-            info = server.info()
+            info = server_info(server)
             eng_backend, eng_dtype = info["backend"], info["dtype"]
             ceiling = matmul_ceiling(eng_dtype, threads, device)
             label = f"{eng_backend} {eng_dtype}"
@@ -425,7 +397,7 @@ def main() -> None:
             if args.soak and spec == args.engines.split(",")[0]:
                 soak_result = soak(server, loads, args.soak, args.concurrency)
         finally:
-            server.stop()
+            server.terminate(timeout=60)
         print(f"\n## {label} (asked {spec}); matmul ceiling {ceiling:.0f} G(FL)OP/s")
         print("| workload | tokens/s (HTTP) | p50 ms | p99 ms | vs sentence-transformers | vs library call "
               "| of matmul ceiling |")  # fmt: skip

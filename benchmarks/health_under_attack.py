@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -28,7 +27,10 @@ from pathlib import Path
 import httpx
 
 REPO = Path(__file__).resolve().parents[1]
-REFERENCE = REPO.parent / "shared" / "reference" / "bge-large-en-v1.5"
+sys.path[:0] = [str(REPO / "src"), str(REPO)]
+from tests.paths import REFERENCE_DIR as REFERENCE  # noqa: E402
+from tests.serverproc import ServerProcess, server_env, start_server  # noqa: E402
+
 SEED = {"input": "Laura is a DJ.", "model": "BAAI/bge-large-en-v1.5"}
 
 
@@ -50,30 +52,22 @@ def _children(pid: int) -> list[int]:
 
 
 def _env(data: Path) -> dict[str, str]:
-    return {**os.environ, "PYTHONPATH": str(REPO / "src"), "EMBEDSERVE_DATA_DIR": str(data),
-            "EMBEDSERVE_ADMIN_KEY": "es-admin-" + "a" * 43, "PYTHONUNBUFFERED": "1"}  # fmt: skip
+    return {"EMBEDSERVE_DATA_DIR": str(data), "EMBEDSERVE_ADMIN_KEY": "es-admin-" + "a" * 43}
 
 
-def start(data: Path, port: int, log: Path) -> tuple[subprocess.Popen[bytes], str]:
+def create_key(data: Path, name: str) -> str:
+    """A key with unlimited credits in the SQLite store under ``data``: its secret."""
     made = subprocess.run(
-        [sys.executable, "-m", "embedserve", "keys", "create", "--name", "bench", "--format", "json"],
-        env=_env(data), capture_output=True, text=True, check=True,
+        [sys.executable, "-m", "embedserve", "keys", "create", "--name", name, "--format", "json"],
+        env=server_env(_env(data)), capture_output=True, text=True, check=True,
     )  # fmt: skip
-    secret = json.loads(made.stdout)["secret"]
-    cmd = [sys.executable, "-m", "embedserve", "serve", "--model", str(REFERENCE), "--backend", "fake",
-           "--served-model-name", "BAAI/bge-large-en-v1.5", "--host", "127.0.0.1", "--port", str(port)]  # fmt: skip
-    proc = subprocess.Popen(cmd, env=_env(data), stdout=log.open("wb"), stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(log.read_text())
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
-                return proc, secret
-        except httpx.HTTPError:
-            time.sleep(0.2)
-    proc.kill()
-    raise TimeoutError(log.read_text())
+    return str(json.loads(made.stdout)["secret"])
+
+
+def start(data: Path, port: int, log: Path) -> tuple[ServerProcess, str]:
+    secret = create_key(data, "bench")
+    args = ["--model", str(REFERENCE), "--backend", "fake", "--served-model-name", "BAAI/bge-large-en-v1.5"]
+    return start_server(args, port=port, env=_env(data), log_path=log), secret
 
 
 def probe(url: str, seconds: float) -> list[float]:
@@ -163,13 +157,12 @@ def main() -> int:
         print(json.dumps(probe(args.probe, args.seconds)))
         return 0
     with tempfile.TemporaryDirectory() as tmp:
-        proc, secret = start(Path(tmp), args.port, Path(tmp) / "server.log")
+        server, secret = start(Path(tmp), args.port, Path(tmp) / "server.log")
         try:
-            url = f"http://127.0.0.1:{args.port}"
-            result = attack(url, args.seconds, noauth=args.noauth, auth=args.auth, secret=secret, pid=proc.pid)
+            pid = server.proc.pid
+            result = attack(server.url, args.seconds, noauth=args.noauth, auth=args.auth, secret=secret, pid=pid)
         finally:
-            proc.kill()
-            proc.wait()
+            server.kill()
     if args.json:
         print(json.dumps(result))
     else:

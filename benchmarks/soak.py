@@ -27,7 +27,8 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from health_under_attack import REFERENCE, _children, _env, _rss_mib
+from health_under_attack import REFERENCE, _children, _env, _rss_mib, create_key
+from tests.serverproc import ServerProcess, start_server
 
 WORDS = [
     "the",
@@ -63,24 +64,9 @@ def _request(rng: random.Random) -> dict[str, object]:
     return {"input": texts, "encoding_format": rng.choice(["float", "base64"])}
 
 
-def _start(serve_args: list[str], port: int, tmp: Path) -> tuple[object, str]:
-    import subprocess
-
-    made = subprocess.run(
-        [sys.executable, "-m", "embedserve", "keys", "create", "--name", "soak", "--format", "json"],
-        env=_env(tmp), capture_output=True, text=True, check=True,
-    )  # fmt: skip
-    cmd = [sys.executable, "-m", "embedserve", "serve", "--host", "127.0.0.1", "--port", str(port), *serve_args]
-    proc = subprocess.Popen(cmd, env=_env(tmp), stdout=(tmp / "server.log").open("wb"), stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
-                return proc, json.loads(made.stdout)["secret"]
-        except httpx.HTTPError:
-            time.sleep(0.3)
-    proc.kill()
-    raise TimeoutError((tmp / "server.log").read_text())
+def _start(serve_args: list[str], port: int, tmp: Path) -> tuple[ServerProcess, str]:
+    secret = create_key(tmp, "soak")
+    return start_server(serve_args, port=port, env=_env(tmp), log_path=tmp / "server.log", timeout=300), secret
 
 
 def soak(url: str, key: str, *, seconds: float, clients: int, interval: float, pid: int | None) -> dict[str, object]:
@@ -162,13 +148,12 @@ def main() -> int:
         result = soak(args.url, args.key, seconds=args.seconds, clients=args.clients, interval=args.interval, pid=None)
     else:
         with tempfile.TemporaryDirectory() as tmp:
-            proc, key = _start(shlex.split(args.serve_args), args.port, Path(tmp))
+            server, key = _start(shlex.split(args.serve_args), args.port, Path(tmp))
             try:
-                url = f"http://127.0.0.1:{args.port}"
-                result = soak(url, key, seconds=args.seconds, clients=args.clients, interval=args.interval,
-                              pid=proc.pid)  # type: ignore[attr-defined]  # fmt: skip
+                result = soak(server.url, key, seconds=args.seconds, clients=args.clients, interval=args.interval,
+                              pid=server.proc.pid)  # fmt: skip
             finally:
-                proc.kill()  # type: ignore[attr-defined]
+                server.kill()
     print(json.dumps(result))
     return 0
 

@@ -18,9 +18,9 @@ import pytest
 from tests.faults.services import PrivatePostgres, PrivateRedis
 from tests.gateway_support import upgraded
 from tests.integration.gateway.processes import Server, create_key, start_server
+from tests.paths import REPO
 from tests.serverproc import free_port
 
-REPO = Path(__file__).resolve().parents[2]
 ADMIN_KEY = "es-admin-" + "f" * 43
 
 

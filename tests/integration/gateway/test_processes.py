@@ -95,7 +95,7 @@ async def test_kill_9_during_a_burst_loses_no_charge_and_leaves_no_reservation(t
 
     async def killer() -> None:
         await asyncio.sleep(max(0.0, stop_at - time.monotonic()))
-        server.kill9()
+        server.kill()
 
     async with httpx.AsyncClient(timeout=10) as client:
         await asyncio.gather(killer(), *(worker(w, client) for w in range(24)))
