@@ -1,13 +1,36 @@
 """One exception tree for the whole package.
 
-Each class carries its HTTP status, OpenAI error ``type`` and ``code``; ``param`` and extra response headers are
-per instance. Engine and accounting raise these; ``api/errors.py`` renders them as the OpenAI envelope.
+Each class carries its HTTP status, OpenAI error ``type`` and ``code``; ``param``, a retry delay and a rate-limit
+standing are per instance. Engine and accounting raise these with values; ``api/errors.py`` renders them as the
+OpenAI envelope and ``api/headers.py`` as response headers (``headers`` is for the API layer's own errors).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import ClassVar
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimitWindow:
+    """One per-minute limit of a key (``requests`` or ``tokens``): its size, what is left, seconds until it resets."""
+
+    name: str
+    limit: int
+    remaining: int
+    reset_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimitState:
+    """A key's standing against its limits after a request; ``retry_after_s`` is set when the request was refused."""
+
+    windows: tuple[RateLimitWindow, ...] = ()
+    retry_after_s: float | None = None
+
+
+NO_LIMITS = RateLimitState()
 
 
 class EmbedServeError(Exception):
@@ -23,11 +46,15 @@ class EmbedServeError(Exception):
         *,
         param: str | None = None,
         headers: Mapping[str, str] | None = None,
+        retry_after_s: int | None = None,
+        rate_limit: RateLimitState | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
         self.param = param
         self.headers: dict[str, str] = dict(headers or {})
+        self.retry_after_s = retry_after_s  # whole seconds the caller should wait before retrying
+        self.rate_limit = rate_limit  # the caller's rate-limit standing, when the gateway counted the request
 
 
 class InvalidRequestError(EmbedServeError):
@@ -117,7 +144,7 @@ class RateLimitExceededError(EmbedServeError):
 
 
 class ServerOverloadedError(EmbedServeError):
-    """The engine's queue is full; the caller should retry after ``Retry-After`` seconds."""
+    """The engine's queue is full; the caller should retry after ``retry_after_s`` seconds."""
 
     status = 503
     type = "server_error"

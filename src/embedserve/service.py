@@ -13,7 +13,7 @@ import logging
 import re
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, cast
 
 import numpy as np
@@ -24,6 +24,7 @@ from embedserve.accounting.gateway import Admission, Gateway, Principal
 from embedserve.engine.encoding import Encoding, Token
 from embedserve.engine.scheduler import Priority
 from embedserve.engine.token_ids import TokenIdKind
+from embedserve.errors import NO_LIMITS, RateLimitState
 from embedserve.metrics import Metrics, observe_tokenization
 
 if TYPE_CHECKING:
@@ -69,7 +70,7 @@ class EmbedResult:
     truncated: int
     credits_used: int
     model: str
-    headers: dict[str, str] = field(default_factory=dict)
+    rate_limit: RateLimitState = NO_LIMITS
     token_ids: tuple[TokenIdKind, ...] = ()  # how each token-id array was read; empty for text input
     credits_remaining: int | None = None  # the balance after this request; None: unlimited or no key store
 
@@ -84,14 +85,14 @@ class TokenizeResult:
 
     tokens: list[list[Token]]
     model: str
-    headers: dict[str, str] = field(default_factory=dict)
+    rate_limit: RateLimitState = NO_LIMITS
 
 
 @dataclass(frozen=True, slots=True)
 class DecodeResult:
     texts: list[str]
     model: str
-    headers: dict[str, str] = field(default_factory=dict)
+    rate_limit: RateLimitState = NO_LIMITS
 
 
 def normalize_input(
@@ -216,7 +217,7 @@ class EmbeddingService:
             principal, request_id=request.request_id, model=prepared.model, inputs=len(counts), tokens=sum(counts)
         )
         vectors = await self._run(prepared.encodings, admission)
-        result = self._result(prepared, vectors, credits=admission.credits, headers=dict(admission.headers))
+        result = self._result(prepared, vectors, credits=admission.credits, rate_limit=admission.rate_limit)
         return dataclasses.replace(result, credits_remaining=admission.credits_remaining)
 
     async def embed_prepaid(
@@ -224,11 +225,11 @@ class EmbeddingService:
     ) -> EmbedResult:
         """Run a prepared request whose credits are already held (a batch job's line), behind online work."""
         vectors = await self._engine.embed(prepared.encodings, priority=priority)
-        return self._result(prepared, vectors, credits=credits, headers={})
+        return self._result(prepared, vectors, credits=credits, rate_limit=NO_LIMITS)
 
     @staticmethod
     def _result(
-        prepared: Prepared, vectors: npt.NDArray[np.float32], *, credits: int, headers: dict[str, str]
+        prepared: Prepared, vectors: npt.NDArray[np.float32], *, credits: int, rate_limit: RateLimitState
     ) -> EmbedResult:
         return EmbedResult(
             vectors=vectors,
@@ -236,7 +237,7 @@ class EmbeddingService:
             truncated=sum(e.truncated for e in prepared.encodings),
             credits_used=credits,
             model=prepared.model,
-            headers=headers,
+            rate_limit=rate_limit,
             token_ids=prepared.token_ids,
         )
 
@@ -246,10 +247,10 @@ class EmbeddingService:
         """Show how texts tokenise for the model: rate limited like any request, no credits, nothing recorded."""
         max_chars = self._engine.info.max_tokens * MAX_CHARS_PER_TOKEN  # bounds the tokenizer's work, as for embeddings
         items = normalize_input(texts, max_inputs=self._max_inputs, max_chars=max_chars)
-        headers = await self._gateway.throttle(principal)
+        rate_limit = await self._gateway.throttle(principal)
         query = input_type in QUERY_INPUT_TYPES
         tokens = await self._engine.tokens([str(t) for t in items], add_special_tokens=add_special_tokens, query=query)
-        return TokenizeResult(tokens=tokens, model=self.model_name, headers=headers)
+        return TokenizeResult(tokens=tokens, model=self.model_name, rate_limit=rate_limit)
 
     async def decode(
         self, ids: Sequence[int] | Sequence[Sequence[int]], principal: Principal, *, skip_special_tokens: bool
@@ -266,9 +267,9 @@ class EmbeddingService:
                 f"'ids' has {len(id_lists)} lists; this server accepts at most {self._max_inputs} per request.",
                 param="ids",
             )
-        headers = await self._gateway.throttle(principal)
+        rate_limit = await self._gateway.throttle(principal)
         texts = await self._engine.decode(id_lists, skip_special_tokens=skip_special_tokens)
-        return DecodeResult(texts=texts, model=self.model_name, headers=headers)
+        return DecodeResult(texts=texts, model=self.model_name, rate_limit=rate_limit)
 
     async def _run(self, encodings: Sequence[Encoding], admission: Admission) -> npt.NDArray[np.float32]:
         ok = False

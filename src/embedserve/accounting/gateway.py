@@ -7,8 +7,10 @@ prices requests; the store-backed gateway (keys, credits, limits, ledger) implem
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Protocol
+
+from embedserve.errors import NO_LIMITS, RateLimitState
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,14 +37,14 @@ class Account:
 
 @dataclass(frozen=True, slots=True)
 class Admission:
-    """A request let through: its reservation, and the headers (rate limits) every response should carry."""
+    """A request let through: its reservation, and the caller's rate-limit standing every response reports."""
 
     principal: Principal
     request_id: str
     tokens: int
     credits: int
     reservation_id: str | None = None
-    headers: dict[str, str] = field(default_factory=dict)
+    rate_limit: RateLimitState = NO_LIMITS
     credits_remaining: int | None = None  # the key's balance once this is reserved; None: unlimited or no key store
 
 
@@ -74,9 +76,9 @@ class Gateway(Protocol):
         """Check rate limits and reserve credits, or raise ``RateLimitExceededError`` / ``InsufficientQuotaError``."""
         ...
 
-    async def throttle(self, principal: Principal) -> dict[str, str]:
+    async def throttle(self, principal: Principal) -> RateLimitState:
         """Count one request against the caller's requests-per-minute limit, reserving no credits and recording no
-        usage (``/tokenize``, ``/decode``); returns the rate-limit headers or raises ``RateLimitExceededError``."""
+        usage (``/tokenize``, ``/decode``); returns the caller's standing or raises ``RateLimitExceededError``."""
         ...
 
     async def account(self, principal: Principal) -> Account:
@@ -113,8 +115,8 @@ class OpenGateway:
         credits = price(tokens, credits_per_1k_tokens=self._credits_per_1k)
         return Admission(principal=principal, request_id=request_id, tokens=tokens, credits=credits)
 
-    async def throttle(self, principal: Principal) -> dict[str, str]:
-        return {}
+    async def throttle(self, principal: Principal) -> RateLimitState:
+        return NO_LIMITS
 
     async def account(self, principal: Principal) -> Account:
         return Account(key_id=None, name=principal.name, credits=None)

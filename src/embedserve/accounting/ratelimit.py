@@ -1,13 +1,12 @@
 """Per-key requests and tokens per minute, on the ``limits`` library (sliding-window counter).
 
 Memory storage by default; ``async+redis://`` when a Redis URL is set, so replicas share one budget.
-Produces the OpenAI ``x-ratelimit-*`` headers for every response, ``Retry-After`` and ``retry-after-ms``
-on a 429.
+Returns the key's standing (a ``RateLimitState``: limit, remaining and reset per dimension) for every request and
+raises it, with the delay to wait, on a refusal; ``api/headers.py`` renders it as OpenAI's headers.
 """
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,7 +16,12 @@ from limits.aio.storage import Storage
 from limits.aio.strategies import SlidingWindowCounterRateLimiter
 from limits.storage import storage_from_string
 
-from embedserve.errors import RateLimitExceededError, StoreUnavailableError
+from embedserve.errors import (
+    RateLimitExceededError,
+    RateLimitState,
+    RateLimitWindow,
+    StoreUnavailableError,
+)
 
 REDIS_TIMEOUT_S = 2.0
 
@@ -37,15 +41,6 @@ def storage_uri(redis_url: str | None) -> str:
     return redis_url
 
 
-def reset_text(seconds: float) -> str:
-    """OpenAI's reset format: ``20ms``, ``1s``, ``6m0s``."""
-    if seconds < 1:
-        return f"{max(0, math.ceil(seconds * 1000))}ms"
-    whole = math.ceil(seconds)
-    minutes, secs = divmod(whole, 60)
-    return f"{minutes}m{secs}s" if minutes else f"{secs}s"
-
-
 class RateLimiter:
     def __init__(self, *, redis_url: str | None = None, clock: Callable[[], float] = time.time) -> None:
         uri = storage_uri(redis_url)
@@ -63,8 +58,8 @@ class RateLimiter:
         self._limiter = SlidingWindowCounterRateLimiter(self._storage)
         self._clock = clock
 
-    async def acquire(self, key_id: str, limits: Limits, *, tokens: int) -> dict[str, str]:
-        """Count one request of ``tokens`` tokens or raise ``RateLimitExceededError``; returns headers."""
+    async def acquire(self, key_id: str, limits: Limits, *, tokens: int) -> RateLimitState:
+        """Count one request of ``tokens`` tokens or raise ``RateLimitExceededError``; returns the key's standing."""
         checks = [
             (name, RateLimitItemPerMinute(limit), cost)
             for name, limit, cost in (("requests", limits.rpm, 1), ("tokens", limits.tpm, tokens))
@@ -80,8 +75,7 @@ class RateLimiter:
             for name, item, cost in checks:
                 if not await self._limiter.hit(item, key_id, name, cost=cost):
                     await self._refuse(key_id, checks, name=name, reason=self._reason(name, item.amount))
-            headers, _ = await self._headers(key_id, checks)
-            return headers
+            return RateLimitState(windows=await self._windows(key_id, checks))
         except RateLimitExceededError:
             raise
         except Exception as exc:  # storage unreachable (Redis down)
@@ -93,28 +87,23 @@ class RateLimiter:
     def _reason(name: str, amount: int) -> str:
         return f"Rate limit reached: your key allows {amount} {name} per minute. Retry after the delay given."
 
-    async def _headers(
+    async def _windows(
         self, key_id: str, checks: list[tuple[str, RateLimitItemPerMinute, int]]
-    ) -> tuple[dict[str, str], dict[str, float]]:
-        headers: dict[str, str] = {}
-        waits: dict[str, float] = {}
+    ) -> tuple[RateLimitWindow, ...]:
+        windows = []
         now = self._clock()
         for name, item, _cost in checks:
             stats = await self._limiter.get_window_stats(item, key_id, name)
-            waits[name] = max(0.0, stats.reset_time - now)
-            headers[f"x-ratelimit-limit-{name}"] = str(item.amount)
-            headers[f"x-ratelimit-remaining-{name}"] = str(max(0, stats.remaining))
-            headers[f"x-ratelimit-reset-{name}"] = reset_text(waits[name])
-        return headers, waits
+            reset_s = max(0.0, stats.reset_time - now)
+            windows.append(RateLimitWindow(name, limit=item.amount, remaining=max(0, stats.remaining), reset_s=reset_s))
+        return tuple(windows)
 
     async def _refuse(
         self, key_id: str, checks: list[tuple[str, RateLimitItemPerMinute, int]], *, name: str, reason: str
     ) -> None:
-        headers, waits = await self._headers(key_id, checks)
-        wait = max(0.001, waits.get(name, 60.0))
-        headers["retry-after"] = str(max(1, math.ceil(wait)))
-        headers["retry-after-ms"] = str(math.ceil(wait * 1000))
-        raise RateLimitExceededError(reason, headers=headers)
+        windows = await self._windows(key_id, checks)
+        wait = next((w.reset_s for w in windows if w.name == name), 60.0)
+        raise RateLimitExceededError(reason, rate_limit=RateLimitState(windows, retry_after_s=max(0.001, wait)))
 
     async def reset(self) -> None:
         await self._storage.reset()

@@ -20,6 +20,7 @@ from embedserve.errors import (
     AuthenticationError,
     InsufficientQuotaError,
     PermissionDeniedError,
+    RateLimitState,
     StoreUnavailableError,
 )
 
@@ -165,7 +166,7 @@ class StoreGateway:
             raise AuthenticationError("This request has no API key.")
         key_id = principal.key_id
         limits = self._limits.get(key_id) or self._limits_of(await self.keys.get(key_id))
-        headers = await self.limiter.acquire(key_id, limits, tokens=tokens)
+        rate_limit = await self.limiter.acquire(key_id, limits, tokens=tokens)
         credits = price(tokens, credits_per_1k_tokens=self._credits_per_1k)
         try:
             reservation = await self.ledger.reserve(
@@ -177,7 +178,7 @@ class StoreGateway:
                 credits=credits,
             )
         except InsufficientQuotaError as exc:
-            exc.headers.update(headers)
+            exc.rate_limit = rate_limit
             raise
         self._in_flight.add(reservation.id)
         return Admission(
@@ -186,7 +187,7 @@ class StoreGateway:
             tokens=tokens,
             credits=credits,
             reservation_id=reservation.id,
-            headers=headers,
+            rate_limit=rate_limit,
             credits_remaining=reservation.balance_after,
         )
 
@@ -197,7 +198,7 @@ class StoreGateway:
         limits = self._limits_of(info)
         return Account(key_id=info.id, name=info.name, credits=info.credits, rpm=limits.rpm, tpm=limits.tpm)
 
-    async def throttle(self, principal: Principal) -> dict[str, str]:
+    async def throttle(self, principal: Principal) -> RateLimitState:
         if principal.key_id is None:
             raise AuthenticationError("This request has no API key.")
         key_id = principal.key_id

@@ -14,6 +14,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse, Response
 
 from embedserve import errors
+from embedserve.api.headers import error_headers
 from embedserve.api.protocol import error_body
 from embedserve.metrics import observe_error
 
@@ -30,9 +31,7 @@ _HTTP_STATUS_ERRORS: dict[int, type[errors.EmbedServeError]] = {
 def error_response(exc: errors.EmbedServeError, request: Request | None = None) -> JSONResponse:
     if request is not None and hasattr(request.app.state, "metrics"):  # ops wiring: errors by type
         observe_error(request.app.state.metrics, type=exc.type, code=exc.code)
-    headers = dict(exc.headers)
-    if isinstance(exc, errors.StoreUnavailableError):
-        headers.setdefault("retry-after", str(exc.retry_after))
+    headers = error_headers(exc)
     if exc.status in _NO_RETRY:
         headers.setdefault("x-should-retry", "false")
     body = error_body(message=exc.message, type=exc.type, param=exc.param, code=exc.code)

@@ -137,7 +137,7 @@ class Scheduler:
             raise ServerOverloadedError(
                 f"The server is at capacity ({self._queued_tokens} tokens queued, limit "
                 f"{self._cfg.max_queued_tokens}); retry in {wait} s.",
-                headers={"Retry-After": str(wait)},
+                retry_after_s=wait,
             )
         loop = asyncio.get_running_loop()
         now = self._cfg.clock()

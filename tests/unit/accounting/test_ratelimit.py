@@ -2,8 +2,9 @@ from __future__ import annotations
 
 import pytest
 
-from embedserve.accounting.ratelimit import Limits, RateLimiter, reset_text, storage_uri
+from embedserve.accounting.ratelimit import Limits, RateLimiter, storage_uri
 from embedserve.accounting.store_gateway import StoreGateway
+from embedserve.api.headers import rate_limit_headers, reset_text
 from embedserve.errors import InsufficientQuotaError, RateLimitExceededError
 from tests.unit.accounting.conftest import FakeClock
 
@@ -31,13 +32,13 @@ def test_storage_is_memory_or_async_redis(url: str | None, uri: str) -> None:
 async def test_requests_per_minute_then_429_with_headers(clock: FakeClock) -> None:
     limiter = RateLimiter(clock=clock)
     limits = Limits(rpm=2)
-    first = await limiter.acquire("k", limits, tokens=10)
+    first = rate_limit_headers(await limiter.acquire("k", limits, tokens=10))
     assert first["x-ratelimit-limit-requests"] == "2"
     assert first["x-ratelimit-remaining-requests"] == "1"
     await limiter.acquire("k", limits, tokens=10)
     with pytest.raises(RateLimitExceededError) as info:
         await limiter.acquire("k", limits, tokens=10)
-    headers = info.value.headers
+    headers = rate_limit_headers(info.value.rate_limit)
     assert (info.value.status, info.value.code) == (429, "rate_limit_exceeded")
     assert headers["x-ratelimit-remaining-requests"] == "0"
     assert int(headers["retry-after"]) >= 1
@@ -50,7 +51,7 @@ async def test_requests_per_minute_then_429_with_headers(clock: FakeClock) -> No
 async def test_tokens_per_minute_counts_tokens(clock: FakeClock) -> None:
     limiter = RateLimiter(clock=clock)
     limits = Limits(tpm=100)
-    headers = await limiter.acquire("k", limits, tokens=60)
+    headers = rate_limit_headers(await limiter.acquire("k", limits, tokens=60))
     assert headers["x-ratelimit-remaining-tokens"] == "40"
     with pytest.raises(RateLimitExceededError, match="100 tokens per minute"):
         await limiter.acquire("k", limits, tokens=60)
@@ -66,14 +67,14 @@ async def test_keys_are_limited_separately_and_unlimited_has_no_headers(clock: F
     limiter = RateLimiter(clock=clock)
     await limiter.acquire("a", Limits(rpm=1), tokens=1)
     await limiter.acquire("b", Limits(rpm=1), tokens=1)
-    assert await limiter.acquire("c", Limits(), tokens=10**9) == {}
+    assert rate_limit_headers(await limiter.acquire("c", Limits(), tokens=10**9)) == {}
 
 
 async def test_gateway_applies_key_limits_and_reports_them(gateway: StoreGateway) -> None:
     key = await gateway.keys.create(name="a", rpm=1, tpm=1000)
     principal = await gateway.authenticate(key.secret)
     admission = await gateway.admit(principal, request_id="r", model="m", inputs=1, tokens=7)
-    assert admission.headers["x-ratelimit-remaining-tokens"] == "993"
+    assert rate_limit_headers(admission.rate_limit)["x-ratelimit-remaining-tokens"] == "993"
     await gateway.settle(admission, ok=True)
     with pytest.raises(RateLimitExceededError):
         await gateway.admit(principal, request_id="r2", model="m", inputs=1, tokens=7)
@@ -84,4 +85,4 @@ async def test_a_402_carries_the_rate_limit_headers(gateway: StoreGateway) -> No
     principal = await gateway.authenticate(key.secret)
     with pytest.raises(InsufficientQuotaError) as info:
         await gateway.admit(principal, request_id="r", model="m", inputs=1, tokens=7)
-    assert info.value.headers["x-ratelimit-limit-requests"] == "10"
+    assert rate_limit_headers(info.value.rate_limit)["x-ratelimit-limit-requests"] == "10"

@@ -17,6 +17,7 @@ from embedserve.api.access_log import current_record
 from embedserve.api.bodies import BodyDecoder
 from embedserve.api.deps import get_engine, get_principal, get_service, request_id
 from embedserve.api.encoding import dumps, embedding_items
+from embedserve.api.headers import rate_limit_headers
 from embedserve.api.protocol import EmbeddingRequest, EmbeddingResponse, ErrorResponse
 from embedserve.metrics import observe_usage
 from embedserve.service import EmbedRequest, EmbedResult, RawInput
@@ -113,7 +114,7 @@ async def create_embeddings(
         request.app.state.metrics, key_id=principal.key_id, inputs=inputs, tokens=tokens, credits=result.credits_used
     )
     headers = {
-        **result.headers,
+        **rate_limit_headers(result.rate_limit),
         "x-embedserve-truncated-inputs": str(result.truncated),
         "x-embedserve-input-tokens": ",".join(map(str, result.token_counts)),
     }

@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse
 from embedserve import errors
 from embedserve.accounting.gateway import Principal
 from embedserve.api.deps import get_principal, get_service
+from embedserve.api.headers import rate_limit_headers
 from embedserve.api.protocol import DecodeRequest, DecodeResponse, ErrorResponse, TokenizeRequest, TokenizeResponse
 
 router = APIRouter(tags=["tokenizer"])
@@ -39,7 +40,7 @@ async def tokenize(
         "tokens": [[dataclasses.asdict(token) for token in row] for row in result.tokens],
         "count": [len(row) for row in result.tokens],
     }
-    return JSONResponse(content, headers=result.headers)
+    return JSONResponse(content, headers=rate_limit_headers(result.rate_limit))
 
 
 @router.post("/decode", response_model=DecodeResponse, responses=_ERRORS)
@@ -51,4 +52,4 @@ async def decode(
     service.check_model(body.model)
     result = await service.decode(body.ids, principal, skip_special_tokens=body.skip_special_tokens)
     content = {"model": result.model, "texts": result.texts}
-    return JSONResponse(content, headers=result.headers)
+    return JSONResponse(content, headers=rate_limit_headers(result.rate_limit))
