@@ -8,9 +8,10 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
-from embedserve.accounting.ratelimit import Limits, RateLimiter
+from embedserve.accounting.ratelimit import RateLimiter
 from embedserve.accounting.store import Store
 from embedserve.accounting.store_gateway import StoreGateway
+from embedserve.accounting.values import Limits
 
 PG_ADMIN_DSN = "postgresql://postgres@127.0.0.1:5432/test"
 PG_URL_TEMPLATE = "postgresql+asyncpg://postgres@127.0.0.1:5432/{db}"

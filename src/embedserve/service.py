@@ -7,7 +7,6 @@ charged on success and refunded on failure or cancellation (the client went away
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import logging
 import re
@@ -20,7 +19,8 @@ import numpy as np
 import numpy.typing as npt
 
 from embedserve import errors
-from embedserve.accounting.gateway import Admission, Gateway, Principal
+from embedserve.accounting.protocol import Gateway
+from embedserve.accounting.values import Admission, Principal
 from embedserve.engine.encoding import Encoding, Token
 from embedserve.engine.scheduler import Priority
 from embedserve.engine.token_ids import TokenIdKind
@@ -279,4 +279,4 @@ class EmbeddingService:
             return vectors
         finally:
             # Shielded: a client that goes away cancels us, but its reservation must still be refunded.
-            await asyncio.shield(self._gateway.settle(admission, ok=ok))
+            await self._gateway.settle(admission, ok=ok)  # the gateway shields its ledger write

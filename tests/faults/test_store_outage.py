@@ -10,10 +10,11 @@ from pathlib import Path
 import httpx
 import sqlalchemy as sa
 
-from embedserve.accounting.ratelimit import Limits, RateLimiter
+from embedserve.accounting.ratelimit import RateLimiter
 from embedserve.accounting.schema import api_keys, ledger
 from embedserve.accounting.store import Store
 from embedserve.accounting.store_gateway import StoreGateway
+from embedserve.accounting.values import Limits
 from tests.faults.conftest import ADMIN_KEY
 from tests.faults.services import PrivatePostgres, PrivateRedis
 from tests.gateway_support import upgraded

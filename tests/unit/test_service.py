@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from embedserve import errors
-from embedserve.accounting.gateway import ANONYMOUS, Admission, OpenGateway
+from embedserve.accounting.open_gateway import OpenGateway
+from embedserve.accounting.values import ANONYMOUS, Admission
 from embedserve.engine.engine import Engine
 from embedserve.service import EmbeddingService, EmbedRequest, RawInput
 from tests.gateway_stub_engine import stub_engine

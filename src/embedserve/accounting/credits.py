@@ -12,7 +12,6 @@ import logging
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any, NoReturn
 
 import sqlalchemy as sa
@@ -20,19 +19,12 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from embedserve.accounting.schema import api_keys, ledger
 from embedserve.accounting.store import Store
+from embedserve.accounting.values import Reservation
 from embedserve.errors import AuthenticationError, InsufficientQuotaError
 
 logger = logging.getLogger(__name__)
 
 RESERVED, CHARGED, REFUNDED, RECONCILED = "reserved", "charged", "refunded", "reconciled"
-
-
-@dataclass(frozen=True, slots=True)
-class Reservation:
-    id: str
-    key_id: str
-    credits: int
-    balance_after: int | None = None  # the key's credits once this is reserved; None: unlimited
 
 
 def _credits(n: int) -> str:
@@ -80,8 +72,9 @@ class CreditLedger:
     async def _refuse(self, conn: AsyncConnection, *, key_id: str, credits: int) -> None:
         await refuse_in(conn, key_id=key_id, cost=f"This request costs {_credits(credits)} and key {key_id}")
 
-    async def charge(self, reservation: Reservation) -> bool:
-        """Mark the reservation charged; if a reconciler refunded it meanwhile, debit it again if possible."""
+    async def commit(self, reservation: Reservation) -> bool:
+        """Mark the reservation charged (its credits were debited when it was reserved); if a reconciler refunded
+        it meanwhile, debit it again if possible."""
         async with self._store.begin() as conn:
             done = await conn.execute(
                 ledger.update()

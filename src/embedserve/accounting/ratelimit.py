@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from limits import RateLimitItemPerMinute
 from limits.aio.storage import Storage
 from limits.aio.strategies import SlidingWindowCounterRateLimiter
 from limits.storage import storage_from_string
 
+from embedserve.accounting.values import Limits
 from embedserve.errors import (
     RateLimitExceededError,
     RateLimitState,
@@ -24,12 +24,6 @@ from embedserve.errors import (
 )
 
 REDIS_TIMEOUT_S = 2.0
-
-
-@dataclass(frozen=True, slots=True)
-class Limits:
-    rpm: int | None = None  # None or 0: unlimited
-    tpm: int | None = None
 
 
 def storage_uri(redis_url: str | None) -> str:

@@ -1,4 +1,8 @@
-"""``StoreGateway``: the ``Gateway`` backed by the key store, the credit ledger and the rate limiter."""
+"""``StoreGateway``: the ``Gateway`` backed by the key store, the credit ledger and the rate limiter.
+
+Its background loop heartbeats this process, reconciles peers taken for dead and retries settlements the database
+refused. ``admin`` is a ``StoreAdmin`` over the same store.
+"""
 
 from __future__ import annotations
 
@@ -9,13 +13,15 @@ import time
 import uuid
 from collections.abc import Callable
 
+from embedserve.accounting.admin import StoreAdmin
 from embedserve.accounting.bootstrap import ADMIN_NOTICE, USER_NOTICE, announce_stderr, create_first_key
-from embedserve.accounting.credits import CreditLedger, Reservation
-from embedserve.accounting.gateway import Account, Admission, Principal, price
+from embedserve.accounting.credits import CreditLedger
 from embedserve.accounting.instances import InstanceRegistry
 from embedserve.accounting.keys import KeyInfo, KeyRegistry, hash_secret
-from embedserve.accounting.ratelimit import Limits, RateLimiter
+from embedserve.accounting.pricing import price
+from embedserve.accounting.ratelimit import RateLimiter
 from embedserve.accounting.store import Store
+from embedserve.accounting.values import Account, Admission, Limits, Principal, Reservation
 from embedserve.errors import (
     AuthenticationError,
     InsufficientQuotaError,
@@ -49,15 +55,19 @@ class StoreGateway:
         self.ledger = CreditLedger(store, instance_id=self.instance_id, clock=clock)
         self.instances = InstanceRegistry(store, instance_id=self.instance_id, lease_s=lease_s, clock=clock)
         self.clock = clock
+        self._admin = StoreAdmin(store=store, keys=self.keys, clock=clock)
         self._credits_per_1k = credits_per_1k_tokens
         self._admin_hash = hash_secret(admin_key) if admin_key else None
         self._defaults = default_limits or Limits()
         self._lease_s = lease_s
         self._announce = announce
-        self._limits: dict[str, Limits] = {}
         self._task: asyncio.Task[None] | None = None
         self._in_flight: set[str] = set()  # reservations admitted here and not settled yet
         self._unsettled: dict[str, tuple[Reservation, bool]] = {}  # settlements the database refused, retried
+
+    @property
+    def admin(self) -> StoreAdmin:
+        return self._admin
 
     async def start(self) -> None:
         # SQLite is the single-host default: bring it to head. A shared PostgreSQL is upgraded by the operator.
@@ -93,7 +103,7 @@ class StoreGateway:
     async def _retry_settlements(self) -> None:
         for reservation_id, (reservation, ok) in list(self._unsettled.items()):
             if ok:
-                await self.ledger.charge(reservation)
+                await self.ledger.commit(reservation)
             else:
                 await self.ledger.refund(reservation_id)
             del self._unsettled[reservation_id]
@@ -140,8 +150,7 @@ class StoreGateway:
             raise AuthenticationError("Incorrect API key provided.")
         if info.revoked:
             raise AuthenticationError("This API key has been revoked.")
-        self._limits[info.id] = self._limits_of(info)
-        return Principal(key_id=info.id, name=info.name)
+        return Principal(key_id=info.id, name=info.name, limits=self._limits_of(info))
 
     async def authenticate_admin(self, bearer: str | None) -> None:
         if not bearer:
@@ -165,7 +174,7 @@ class StoreGateway:
         if principal.key_id is None:
             raise AuthenticationError("This request has no API key.")
         key_id = principal.key_id
-        limits = self._limits.get(key_id) or self._limits_of(await self.keys.get(key_id))
+        limits = principal.limits or self._limits_of(await self.keys.get(key_id))
         rate_limit = await self.limiter.acquire(key_id, limits, tokens=tokens)
         credits = price(tokens, credits_per_1k_tokens=self._credits_per_1k)
         try:
@@ -186,9 +195,8 @@ class StoreGateway:
             request_id=request_id,
             tokens=tokens,
             credits=credits,
-            reservation_id=reservation.id,
+            reservation=reservation,
             rate_limit=rate_limit,
-            credits_remaining=reservation.balance_after,
         )
 
     async def account(self, principal: Principal) -> Account:
@@ -202,16 +210,15 @@ class StoreGateway:
         if principal.key_id is None:
             raise AuthenticationError("This request has no API key.")
         key_id = principal.key_id
-        limits = self._limits.get(key_id) or self._limits_of(await self.keys.get(key_id))
+        limits = principal.limits or self._limits_of(await self.keys.get(key_id))
         return await self.limiter.acquire(key_id, Limits(rpm=limits.rpm), tokens=0)
 
     async def settle(self, admission: Admission, *, ok: bool) -> None:
-        if admission.reservation_id is None or admission.principal.key_id is None:
+        reservation = admission.reservation
+        if reservation is None:
             return
-        reservation = Reservation(
-            id=admission.reservation_id, key_id=admission.principal.key_id, credits=admission.credits
-        )
-        # Shielded: a client that goes away cancels the request task, but the ledger write must finish.
+        # Shielded here (callers need not): a client that goes away cancels the request task, but the ledger write
+        # must finish.
         charged = await asyncio.shield(self._settle_or_defer(reservation, ok=ok))
         if ok and not charged:
             # Fenced: our reservation was reconciled away (this process was taken for dead) and the key cannot pay
@@ -222,10 +229,10 @@ class StoreGateway:
             )
 
     async def _settle_or_defer(self, reservation: Reservation, *, ok: bool) -> bool:
-        """Charge or refund; if the database is unavailable, keep it for the retry loop (the charge stands)."""
+        """Commit or refund; if the database is unavailable, keep it for the retry loop (the charge stands)."""
         try:
             if ok:
-                return await self.ledger.charge(reservation)
+                return await self.ledger.commit(reservation)
             await self.ledger.refund(reservation.id)
             return False
         except StoreUnavailableError:

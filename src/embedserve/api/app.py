@@ -27,7 +27,7 @@ from embedserve.service import MAX_CHARS_PER_TOKEN, EmbeddingService
 from embedserve.settings import Settings
 
 if TYPE_CHECKING:
-    from embedserve.accounting.gateway import Gateway
+    from embedserve.accounting.protocol import Gateway
     from embedserve.batch.setup import Batches
     from embedserve.engine.protocol import EmbeddingEngine
 

@@ -6,7 +6,8 @@ from typing import TYPE_CHECKING
 
 from fastapi import Request
 
-from embedserve.accounting.gateway import Gateway, Principal
+from embedserve.accounting.protocol import Gateway
+from embedserve.accounting.values import Principal
 
 if TYPE_CHECKING:
     from embedserve.engine.protocol import EmbeddingEngine

@@ -15,7 +15,8 @@ import time
 from pathlib import Path
 from typing import TextIO
 
-from embedserve.accounting.gateway import OpenGateway, price
+from embedserve.accounting.open_gateway import OpenGateway
+from embedserve.accounting.pricing import price
 from embedserve.batch.lines import LineCodec, LineRunner
 from embedserve.batch.sinks import Sink
 from embedserve.batch.sources import Source

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, field
 
-from embedserve.accounting.gateway import price
+from embedserve.accounting.pricing import price
 from embedserve.accounting.store import SQLITE_FILENAME, Store, database_url
 from embedserve.batch.files import FileLimits, FileStore
 from embedserve.batch.jobs import JobStore

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from embedserve.accounting.gateway import price
+from embedserve.accounting.pricing import price
 from embedserve.settings import Settings
 
 

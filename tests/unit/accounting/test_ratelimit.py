@@ -2,8 +2,9 @@ from __future__ import annotations
 
 import pytest
 
-from embedserve.accounting.ratelimit import Limits, RateLimiter, storage_uri
+from embedserve.accounting.ratelimit import RateLimiter, storage_uri
 from embedserve.accounting.store_gateway import StoreGateway
+from embedserve.accounting.values import Limits
 from embedserve.api.headers import rate_limit_headers, reset_text
 from embedserve.errors import InsufficientQuotaError, RateLimitExceededError
 from tests.unit.accounting.conftest import FakeClock

@@ -18,7 +18,7 @@ async def _reserve_as(gateway: StoreGateway, other: InstanceRegistry, secret: st
     admission = await gateway.admit(principal, request_id="r", model="m", inputs=1, tokens=tokens)
     async with gateway.store.begin() as conn:
         await conn.execute(
-            ledger.update().where(ledger.c.id == admission.reservation_id).values(instance_id=other.instance_id)
+            ledger.update().where(ledger.c.id == admission.reservation.id).values(instance_id=other.instance_id)
         )
 
 

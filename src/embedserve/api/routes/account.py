@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, Field
 
-from embedserve.accounting.gateway import Principal
+from embedserve.accounting.values import Principal
 from embedserve.api.deps import get_gateway, get_principal
 from embedserve.api.protocol import ErrorResponse
 

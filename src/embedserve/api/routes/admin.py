@@ -1,6 +1,7 @@
 """``/admin``: keys and usage over HTTP, the same operations as ``embedserve keys | credits | usage``.
 
-Guarded by the admin key (``require_admin``), never by a user key. Needs the store-backed gateway (auth on).
+Guarded by the admin key (``require_admin``), never by a user key. Uses only the gateway's ``Admin`` interface,
+which the store-backed gateway has (auth on) and the open one lacks.
 """
 
 from __future__ import annotations
@@ -15,9 +16,9 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from embedserve.accounting.keys import KeyInfo
-from embedserve.accounting.store_gateway import StoreGateway
-from embedserve.accounting.usage import UsageRow, usage_report
-from embedserve.api.deps import require_admin
+from embedserve.accounting.protocol import Admin
+from embedserve.accounting.usage import UsageRow
+from embedserve.api.deps import get_gateway, require_admin
 from embedserve.errors import ServiceUnavailableError
 
 router = APIRouter(prefix="/admin", tags=["admin"], dependencies=[Depends(require_admin)])
@@ -81,22 +82,22 @@ class UsageList(BaseModel):
     data: list[UsageOut]
 
 
-def _gateway(request: Request) -> StoreGateway:
-    gateway = request.app.state.gateway
-    if not isinstance(gateway, StoreGateway):
+def _admin(request: Request) -> Admin:
+    admin = get_gateway(request).admin
+    if admin is None:
         raise ServiceUnavailableError("The admin API needs the key store; this server runs with --no-auth.")
-    return gateway
+    return admin
 
 
 @router.get("/keys")
 async def list_keys(request: Request, include_revoked: bool = True) -> KeyList:
-    keys = await _gateway(request).keys.list_keys(include_revoked=include_revoked)
+    keys = await _admin(request).list_keys(include_revoked=include_revoked)
     return KeyList(data=[KeyOut.of(k) for k in keys])
 
 
 @router.post("/keys", status_code=201)
 async def create_key(request: Request, body: KeyCreate) -> KeyCreated:
-    created = await _gateway(request).keys.create(
+    created = await _admin(request).create_key(
         name=body.name, admin=body.admin, credits=body.credits, rpm=body.rpm, tpm=body.tpm
     )
     return KeyCreated(**KeyOut.of(created.info).model_dump(), secret=created.secret)
@@ -104,23 +105,23 @@ async def create_key(request: Request, body: KeyCreate) -> KeyCreated:
 
 @router.get("/keys/{key_id}")
 async def get_key(request: Request, key_id: str) -> KeyOut:
-    return KeyOut.of(await _gateway(request).keys.get(key_id))
+    return KeyOut.of(await _admin(request).get_key(key_id))
 
 
 @router.delete("/keys/{key_id}")
 async def delete_key(request: Request, key_id: str) -> KeyOut:
     """Revoke (keys are never deleted: the ledger keeps referring to them)."""
-    return KeyOut.of(await _gateway(request).keys.revoke(key_id))
+    return KeyOut.of(await _admin(request).revoke_key(key_id))
 
 
 @router.post("/keys/{key_id}/revoke")
 async def revoke_key(request: Request, key_id: str) -> KeyOut:
-    return KeyOut.of(await _gateway(request).keys.revoke(key_id))
+    return KeyOut.of(await _admin(request).revoke_key(key_id))
 
 
 @router.post("/keys/{key_id}/credits")
 async def add_credits(request: Request, key_id: str, body: CreditsAdd) -> KeyOut:
-    return KeyOut.of(await _gateway(request).keys.add_credits(key_id, body.amount))
+    return KeyOut.of(await _admin(request).add_credits(key_id, body.amount))
 
 
 @router.get("/usage", response_model=None)
@@ -130,8 +131,7 @@ async def usage(
     key_id: str | None = None,
     format: Literal["json", "csv"] = "json",
 ) -> UsageList | Response:
-    gateway = _gateway(request)
-    rows = await usage_report(gateway.store, now=gateway.clock(), days=days, key_id=key_id)
+    rows = await _admin(request).usage(days=days, key_id=key_id)
     if format == "csv":
         return Response(_csv(rows), media_type="text/csv")
     return UsageList(data=[UsageOut(**dataclasses.asdict(r)) for r in rows])

@@ -12,7 +12,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
 from embedserve import errors
-from embedserve.accounting.gateway import Principal
+from embedserve.accounting.values import Principal
 from embedserve.api.access_log import current_record
 from embedserve.api.bodies import BodyDecoder
 from embedserve.api.deps import get_engine, get_principal, get_service, request_id

@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Request
 
 from embedserve import errors
-from embedserve.accounting.gateway import Principal
+from embedserve.accounting.values import Principal
 from embedserve.api.deps import get_engine, get_principal
 from embedserve.api.protocol import ModelCard, ModelList
 

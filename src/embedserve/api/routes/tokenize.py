@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 
 from embedserve import errors
-from embedserve.accounting.gateway import Principal
+from embedserve.accounting.values import Principal
 from embedserve.api.deps import get_principal, get_service
 from embedserve.api.headers import rate_limit_headers
 from embedserve.api.protocol import DecodeRequest, DecodeResponse, ErrorResponse, TokenizeRequest, TokenizeResponse
