@@ -91,7 +91,8 @@ class Store:
 
     Every connect, statement and pool wait on PostgreSQL is bounded by ``timeout_s`` (and a whole transaction by
     three times that), so a stopped or frozen database costs a request seconds, not minutes: it fails with
-    ``StoreUnavailableError`` (503 + Retry-After) and ``available`` turns False until a transaction succeeds again.
+    ``StoreUnavailableError`` (a 503 with a retry delay) and ``available`` turns False until a transaction succeeds
+    again.
     """
 
     def __init__(self, url: str, *, pool_size: int = 10, timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
