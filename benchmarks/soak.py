@@ -27,7 +27,8 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from health_under_attack import REFERENCE, _children, _env, _rss_mib, create_key
+from health_under_attack import _children, _env, _rss_mib, create_key
+from tests.paths import REFERENCE_DIR as REFERENCE
 from tests.serverproc import ServerProcess, start_server
 
 WORDS = [

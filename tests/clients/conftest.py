@@ -35,7 +35,8 @@ def need(module: str) -> ModuleType:
     """Import a client library from the ``clients`` extra; outside CI a missing one skips, in CI it fails."""
     if os.environ.get("CI"):
         return importlib.import_module(module)
-    return pytest.importorskip(module, reason="pip install -e '.[clients]' for the client-library suite")
+    found: ModuleType = pytest.importorskip(module, reason="pip install -e '.[clients]' for the client-library suite")
+    return found
 
 
 def cosines(a: npt.ArrayLike, b: npt.ArrayLike) -> npt.NDArray[np.float64]:

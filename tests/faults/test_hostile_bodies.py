@@ -15,7 +15,7 @@ def _raw_post(port: int, headers: str, *, timeout: float) -> bytes:
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
         sock.sendall(headers.encode("latin-1"))
         sock.sendall(b'{"input": [')  # a little of the promised 31 MB, then nothing
-        chunks = []
+        chunks: list[bytes] = []
         while True:
             chunk = sock.recv(65536)
             if not chunk:
@@ -79,7 +79,7 @@ def test_body_workers_do_not_outlive_a_server_killed_with_sigkill(tmp_path: Path
         assert reply.status_code == 200, reply.text
         workers = _children(keyed.server.proc.pid)
         assert workers, "the big body was not decoded in a worker process"
-        keyed.server.kill9()
+        keyed.server.kill()
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline and any(_alive(w) for w in workers):
             time.sleep(0.2)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import time
+from typing import Any
 
 import httpx
 import numpy as np
@@ -14,7 +15,7 @@ LAURA_IDS = [101, 6874, 2003, 1037, 6520, 1012, 102]
 LAURA_CL100K = [77560, 374, 264, 22102, 13]  # tiktoken cl100k_base, as LangChain sends "Laura is a DJ."
 
 
-def vectors(body: dict) -> np.ndarray:
+def vectors(body: dict[str, Any]) -> np.ndarray:
     return np.array([d["embedding"] for d in body["data"]], dtype=np.float32)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -85,7 +86,7 @@ async def test_body_over_limit_is_413(make_client) -> None:  # type: ignore[no-u
 async def test_streamed_body_over_limit_is_413(make_client) -> None:  # type: ignore[no-untyped-def]
     client = await make_client(max_body_bytes=2048)
 
-    async def chunks():  # type: ignore[no-untyped-def]
+    async def chunks() -> AsyncIterator[bytes]:
         for _ in range(10):
             yield b'{"input": "' + b"x" * 500
 

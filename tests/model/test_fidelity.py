@@ -19,7 +19,10 @@ import pytest
 
 from embedserve.engine import Engine, EngineSettings
 from embedserve.engine.backends.torch import cpu_has_bf16, cpu_has_fast_int8
+from embedserve.settings import BackendName, DType
 from tests.model.corpus import RETRIEVAL_PASSAGES, RETRIEVAL_QUERIES, varied_sentences
+
+Pair = tuple[np.ndarray, np.ndarray]  # the corpus's vectors and the retrieval set's
 
 TIE = 0.0005
 NEEDS_FAST_INT8 = pytest.mark.skipif(
@@ -42,7 +45,7 @@ class Fidelity:
         )
 
 
-def embed_all(model_dir: Path, backend: str, dtype: str) -> tuple[np.ndarray, np.ndarray]:
+def embed_all(model_dir: Path, backend: BackendName, dtype: DType) -> tuple[np.ndarray, np.ndarray]:
     engine = Engine(EngineSettings(model=str(model_dir), backend=backend, dtype=dtype, max_batch_tokens=8192))
     corpus = engine.embed_texts(varied_sentences(520), truncate=True)
     engine = Engine(EngineSettings(model=str(model_dir), backend=backend, dtype=dtype))
@@ -76,7 +79,9 @@ def fp32(minilm_model_dir: Path) -> tuple[np.ndarray, np.ndarray]:
     return embed_all(minilm_model_dir, "torch", "float32")
 
 
-def test_bf16_passes_the_gate_so_it_may_be_the_cpu_default(minilm_model_dir: Path, fp32: tuple) -> None:
+def test_bf16_passes_the_gate_so_it_may_be_the_cpu_default(
+    minilm_model_dir: Path, fp32: tuple[np.ndarray, np.ndarray]
+) -> None:
     fid = measure(embed_all(minilm_model_dir, "torch", "bfloat16"), fp32)
     print(f"\ntorch bfloat16: {fid}")
     assert fid.min_cos >= 0.999, fid
@@ -92,7 +97,7 @@ def test_auto_dtype_is_bf16_only_where_the_cpu_runs_bf16_natively(minilm_model_d
 
 
 @NEEDS_FAST_INT8
-def test_int8_w8a8_is_close_and_keeps_retrieval(minilm_model_dir: Path, fp32: tuple) -> None:
+def test_int8_w8a8_is_close_and_keeps_retrieval(minilm_model_dir: Path, fp32: Pair) -> None:
     fid = measure(embed_all(minilm_model_dir, "torch", "int8"), fp32)
     print(f"\ntorch int8 (W8A8, SmoothQuant, 16 fp32 outlier channels, FFN-out bf16/fp32): {fid}")
     # Measured min 0.99935 with an fp32 FFN-out (0.99938 in bf16), strict same top-3 14/16 (15/16): swaps at ranks
@@ -113,7 +118,7 @@ def test_int8_w8a8_is_close_and_keeps_retrieval(minilm_model_dir: Path, fp32: tu
         pytest.param("int8", 0.9997, marks=NEEDS_FAST_INT8),
     ],
 )
-def test_a_text_embeds_the_same_alone_and_in_a_mixed_batch(minilm_model_dir: Path, dtype: str, floor: float) -> None:
+def test_a_text_embeds_the_same_alone_and_in_a_mixed_batch(minilm_model_dir: Path, dtype: DType, floor: float) -> None:
     texts = varied_sentences(520)[::9]  # 58 texts from 2 to ~400 tokens: lots of padding in the batch
     engine = Engine(
         EngineSettings(

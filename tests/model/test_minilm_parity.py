@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -15,7 +16,7 @@ from tests.model.sentences import sentences
 def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     a = a / np.linalg.norm(a, axis=1, keepdims=True)
     b = b / np.linalg.norm(b, axis=1, keepdims=True)
-    return np.sum(a * b, axis=1)
+    return np.asarray(np.sum(a * b, axis=1))
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +33,7 @@ def reference(minilm_model_dir: Path, texts: list[str]) -> np.ndarray:
 
 
 @pytest.fixture
-async def engine(minilm_model_dir: Path) -> Iterator[Engine]:
+async def engine(minilm_model_dir: Path) -> AsyncIterator[Engine]:
     eng = Engine(
         EngineSettings(
             model=str(minilm_model_dir), backend="torch", dtype="float32", max_batch_tokens=4096, max_padding_ratio=1000
@@ -64,7 +65,7 @@ async def test_token_ids_embed_like_their_text(engine: Engine) -> None:
     assert np.array_equal(await engine.embed([enc]), await engine.embed(from_ids))
 
 
-def fp32_encoder_and_batch(minilm_model_dir: Path, texts: list[str]) -> tuple:
+def fp32_encoder_and_batch(minilm_model_dir: Path, texts: list[str]) -> tuple[Any, Any, Any]:
     """The fp32 torch encoder on MiniLM, and 24 of the texts as one padded batch of torch ids and mask."""
     import torch
 

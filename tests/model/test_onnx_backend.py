@@ -27,7 +27,7 @@ ALONE_SAMPLE = slice(None, None, 13)  # 40 texts of every kind, embedded one at 
 def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     a = a / np.linalg.norm(a, axis=1, keepdims=True)
     b = b / np.linalg.norm(b, axis=1, keepdims=True)
-    return np.sum(a * b, axis=1)
+    return np.asarray(np.sum(a * b, axis=1))
 
 
 def rankings(vectors: np.ndarray) -> np.ndarray:

@@ -219,8 +219,8 @@ def test_request_observer_counts_by_template_and_logs_without_text(caplog: pytes
     with caplog.at_level("INFO", logger="embedserve.access"):
         request_observer(m)({**scope, "headers": [], "state": {"principal": principal}}, record, 200, 0.02)
     assert value(m, "embedserve_requests_total", {"route": "/v1/embeddings", "status": "200"}) == 1
-    (record,) = caplog.records
-    fields = record.__dict__["embedserve_fields"]
+    (line,) = caplog.records
+    fields = line.__dict__["embedserve_fields"]
     assert fields == {
         "request_id": "req_x", "key_id": "key_7", "method": "POST", "path": "/v1/embeddings", "status": 200,
         "inputs": 2, "tokens": 14, "duration_ms": 20.0, "queue_ms": 0.5,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import httpx
 import orjson
 
@@ -39,7 +41,12 @@ async def test_batch_results_equal_embeddings_responses(bclient: httpx.AsyncClie
 
 
 async def test_bad_line_goes_to_error_file_with_the_request_envelope(bclient: httpx.AsyncClient) -> None:
-    bodies = [{"input": "fine"}, {"input": "x", "model": "no-such-model"}, {"input": []}, {"input": "also fine"}]
+    bodies: list[dict[str, Any]] = [
+        {"input": "fine"},
+        {"input": "x", "model": "no-such-model"},
+        {"input": []},
+        {"input": "also fine"},
+    ]
     source = await upload(bclient, jsonl(request_line(f"c{i}", b) for i, b in enumerate(bodies)))
     created = await bclient.post(
         "/v1/batches", json={"input_file_id": source["id"], "endpoint": "/v1/embeddings", "completion_window": "24h"}

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import orjson
@@ -52,7 +53,7 @@ async def test_two_replicas_run_each_job_once(pg_url: str, tmp_path: Path) -> No
     store = Store(pg_url)
     try:
         async with store.begin() as conn:
-            per_job = dict(list(await conn.execute(
+            per_job: dict[Any, Any] = dict(list(await conn.execute(
                 sa.select(chunks.c.job_id, sa.func.count()).group_by(chunks.c.job_id))))  # fmt: skip
             charged = (await conn.execute(
                 sa.select(sa.func.count()).where(ledger.c.status == "charged", ledger.c.request_id.like("batch_%")))

@@ -33,6 +33,7 @@ async def _ledger(url: str, key_id: str) -> tuple[int, dict[str, list[str]], dic
     for row in rows:
         ids.setdefault(row.status, []).append(row.request_id)
         credits[row.status] = credits.get(row.status, 0) + row.credits
+    assert balance is not None
     return int(balance), ids, credits
 
 

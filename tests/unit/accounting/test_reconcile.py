@@ -16,10 +16,10 @@ async def _reserve_as(gateway: StoreGateway, other: InstanceRegistry, secret: st
     await other.register()
     principal = await gateway.authenticate(secret)
     admission = await gateway.admit(principal, request_id="r", model="m", inputs=1, tokens=tokens)
+    assert admission.reservation is not None
+    reservation_id: str = admission.reservation.id
     async with gateway.store.begin() as conn:
-        await conn.execute(
-            ledger.update().where(ledger.c.id == admission.reservation.id).values(instance_id=other.instance_id)
-        )
+        await conn.execute(ledger.update().where(ledger.c.id == reservation_id).values(instance_id=other.instance_id))
 
 
 async def _statuses(gateway: StoreGateway) -> list[str]:

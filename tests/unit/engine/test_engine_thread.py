@@ -33,8 +33,7 @@ class ThreadRecordingBackend:
 
     def forward(self, ids: npt.NDArray[np.int64], mask: npt.NDArray[np.int64]) -> npt.NDArray[np.float32]:
         self.ran_on.add(threading.current_thread())
-        out = np.ones((ids.shape[0], self.dim), dtype=np.float32)
-        return out / np.sqrt(self.dim)
+        return np.full((ids.shape[0], self.dim), 1 / np.sqrt(self.dim), dtype=np.float32)
 
     def close(self) -> None:
         pass

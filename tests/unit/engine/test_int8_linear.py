@@ -17,7 +17,9 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-def reference(linear: nn.Linear, x: torch.Tensor, smooth: torch.Tensor | None, outliers: torch.Tensor | None):
+def reference(
+    linear: nn.Linear, x: torch.Tensor, smooth: torch.Tensor | None, outliers: torch.Tensor | None
+) -> torch.Tensor:
     """The same arithmetic spelled out in fp32: fake-quantised operands, then a float matmul."""
     w = linear.weight.detach().float()
     rows = x.reshape(-1, x.shape[-1]).float()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -53,7 +54,13 @@ def enc(length: int, tag: int = 7) -> Encoding:
 
 
 def make(backend: RecordingBackend, **overrides: int) -> Scheduler:
-    cfg = {"pad_id": 0, "max_batch_tokens": 64, "max_batch_size": 8, "max_queued_tokens": 10_000, **overrides}
+    cfg: dict[str, Any] = {
+        "pad_id": 0,
+        "max_batch_tokens": 64,
+        "max_batch_size": 8,
+        "max_queued_tokens": 10_000,
+        **overrides,
+    }
     return Scheduler(backend, SchedulerConfig(clock=lambda: 100.0, **cfg))
 
 
