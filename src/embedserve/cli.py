@@ -38,6 +38,11 @@ _ENGINE_FLAGS: dict[str, dict[str, Any]] = {
     "--device": {"help": "auto, cpu, cuda, cuda:N"},
     "--threads": {"type": int, "help": "intra-op threads for inference (default: all available cores)"},
     "--max-batch-tokens": {"type": int, "help": "padded tokens per forward pass (default 2048 on CPU, 16384 on CUDA)"},
+    "--max-bulk-batch-tokens": {
+        "type": int,
+        "help": "padded tokens per forward pass of batch-job work, so online requests wait less (default 512 on CPU, "
+        "4096 on CUDA)",
+    },
     "--max-padding-ratio": {
         "type": float,
         "help": "stop growing a batch when its padding would exceed this fraction of its real tokens (default 0.25)",

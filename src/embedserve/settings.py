@@ -43,6 +43,7 @@ class EngineSettings(BaseModel):
     device: str = "auto"
     threads: int | None = Field(default=None, ge=1)
     max_batch_tokens: int | None = Field(default=None, ge=512)  # None: 2048 on CPU, 16384 on CUDA
+    max_bulk_batch_tokens: int | None = Field(default=None, ge=1)  # None: 512 on CPU, 4096 on CUDA (batch jobs)
     max_padding_ratio: float = Field(default=0.25, ge=0)
     free_padding_tokens: int | None = Field(default=None, ge=0)  # None: 512 on CPU, 4096 on CUDA
     max_batch_size: int = Field(default=256, ge=1)

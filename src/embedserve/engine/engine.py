@@ -142,6 +142,8 @@ class Engine:
                 free_padding_tokens=self.info.free_padding_tokens,
                 max_batch_size=self.settings.max_batch_size,
                 max_queued_tokens=self.settings.max_queued_tokens,
+                max_bulk_batch_tokens=self.settings.max_bulk_batch_tokens
+                or default_free_padding_tokens(self.info.device),
                 on_idle=release_free_memory,
             )
             self._scheduler = Scheduler(self._backend, config, on_batch=self._on_batch, executor=executor)

@@ -2,8 +2,9 @@
 
 Each input has its own future. Up to two batches are in flight (one running, the next prepared), so the inference
 thread never waits on the event loop. Inputs whose caller went away (future cancelled) are skipped.
-Online inputs go first: bulk inputs (batch jobs) are batched only when no online input waits, and only one bulk batch
-is in flight at a time, so an online request arriving mid-job waits for at most one bulk forward pass.
+Online inputs go first: bulk inputs (batch jobs) are batched only when no online input waits, only one bulk batch
+is in flight at a time, and a bulk batch is kept within ``max_bulk_batch_tokens`` (smaller than the online budget), so
+an online request arriving mid-job waits for at most one small bulk forward pass.
 """
 
 from __future__ import annotations
@@ -72,6 +73,9 @@ class SchedulerConfig:
     max_batch_tokens: int
     max_batch_size: int
     max_queued_tokens: int
+    max_bulk_batch_tokens: int | None = None
+    """The padded-token budget of a ``Priority.BULK`` batch (None: ``max_batch_tokens``): an online arrival waits
+    behind at most one such pass."""
     max_padding_ratio: float = 0.25
     free_padding_tokens: int = SMALL_BATCH_TOKENS
     in_flight: int = 2
@@ -159,14 +163,17 @@ class Scheduler:
         first = min(e.priority for e in live)
         if first is Priority.BULK and self._bulk_in_flight:
             return []  # one bulk batch at a time: an online arrival never queues behind two
-        return self._take_from([e for e in live if e.priority == first], live)
+        budget = self._cfg.max_batch_tokens
+        if first is Priority.BULK and self._cfg.max_bulk_batch_tokens is not None:
+            budget = min(budget, self._cfg.max_bulk_batch_tokens)
+        return self._take_from([e for e in live if e.priority == first], live, max_tokens=budget)
 
-    def _take_from(self, candidates: list[Entry], live: list[Entry]) -> list[Entry]:
+    def _take_from(self, candidates: list[Entry], live: list[Entry], *, max_tokens: int) -> list[Entry]:
         lengths = [e.encoding.length for e in candidates]
         chosen = plan_batch(
             lengths,
             oldest=0,
-            max_tokens=self._cfg.max_batch_tokens,
+            max_tokens=max_tokens,
             max_size=self._cfg.max_batch_size,
             max_padding_ratio=self._cfg.max_padding_ratio,
             free_padding_tokens=self._cfg.free_padding_tokens,

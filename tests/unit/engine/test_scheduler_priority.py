@@ -38,3 +38,17 @@ async def test_only_one_bulk_batch_is_in_flight_so_online_waits_for_at_most_one(
     # The online input ran second: right after the bulk batch that was already on the thread.
     assert backend.batches[1] == [4]
     await sched.stop()
+
+
+async def test_a_bulk_batch_stays_within_its_own_budget_while_online_batches_use_the_full_one() -> None:
+    backend = RecordingBackend()
+    sched = make(backend, max_batch_tokens=64, max_batch_size=64, max_bulk_batch_tokens=16)
+    sched.start()
+    await asyncio.gather(*sched.submit([enc(4, tag=100 + i) for i in range(12)], priority=Priority.BULK))
+    bulk_batches = list(backend.batches)
+    backend.batches.clear()
+    await asyncio.gather(*sched.submit([enc(4, tag=i) for i in range(16)]))
+    assert sorted(n for b in bulk_batches for n in b) == [4] * 12
+    assert all(max(b) * len(b) <= 16 for b in bulk_batches)
+    assert max(max(b) * len(b) for b in backend.batches) > 16  # online work is not held to the bulk budget
+    await sched.stop()
