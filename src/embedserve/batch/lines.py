@@ -19,7 +19,7 @@ import orjson
 
 from embedserve.engine.scheduler import Priority
 from embedserve.errors import EmbedServeError, EngineError
-from embedserve.service import EmbeddingService, EmbedRequest, EmbedResult
+from embedserve.service import EmbeddingService, EmbedRequest, EmbedResult, Prepared
 
 logger = logging.getLogger(__name__)
 
@@ -105,6 +105,29 @@ def result_line(*, custom_id: str, request_id: str, status_code: int, body: Mapp
     return orjson.dumps(line, option=orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_APPEND_NEWLINE)
 
 
+@dataclass(frozen=True, slots=True)
+class _Ready:
+    """A line judged and tokenised, waiting for the engine."""
+
+    line: BatchLine
+    request_id: str
+    encoding_format: str
+    prepared: Prepared
+    credits: int
+
+
+def expired_line(custom_id: str) -> bytes:
+    """The error file line of a request the job's completion window closed on before it ran (OpenAI's shape)."""
+    line = {
+        "id": f"batch_req_{uuid.uuid4().hex}",
+        "custom_id": custom_id,
+        "response": None,
+        "error": {"code": "batch_expired", "message": "This request could not be executed before the completion "
+                  "window expired."},
+    }  # fmt: skip
+    return orjson.dumps(line, option=orjson.OPT_APPEND_NEWLINE)
+
+
 class LineRunner:
     """Runs lines through the service at a priority, with credits already held by the caller."""
 
@@ -129,24 +152,39 @@ class LineRunner:
         return len(prepared.encodings), tokens, self.price(tokens)
 
     async def run(self, line: BatchLine) -> LineOutcome:
+        return (await self.run_many([line]))[0]
+
+    async def _prepare(self, line: BatchLine) -> _Ready | LineOutcome:
         request_id = f"req_{uuid.uuid4().hex}"
         try:
             request, encoding_format = self.codec.parse(line.body, request_id=request_id)
             prepared = await self.service.prepare(request)
-            tokens = sum(prepared.token_counts)
-            credits = self.price(tokens)
-            result = await self.service.embed_prepaid(prepared, credits=credits, priority=self.priority)
         except EmbedServeError as exc:
             return self._failed(line, request_id, exc)
         except Exception:
-            logger.exception("batch line %d failed unexpectedly", line.number)
-            return self._failed(line, request_id, EngineError("The server had an error processing this line."))
-        counts = (len(prepared.encodings), tokens, credits)
+            return self._unexpected(line, request_id)
+        return _Ready(line, request_id, encoding_format, prepared, self.price(sum(prepared.token_counts)))
+
+    async def _embed(self, ready: _Ready | LineOutcome) -> LineOutcome:
+        if isinstance(ready, LineOutcome):
+            return ready
+        line, request_id, prepared = ready.line, ready.request_id, ready.prepared
+        try:
+            result = await self.service.embed_prepaid(prepared, credits=ready.credits, priority=self.priority)
+        except EmbedServeError as exc:
+            return self._failed(line, request_id, exc)
+        except Exception:
+            return self._unexpected(line, request_id)
+        counts = (len(prepared.encodings), sum(prepared.token_counts), ready.credits)
         if self.keep_vectors:
             return LineOutcome(True, line.custom_id, b"", *counts, vectors=result.vectors)
-        body = self.codec.render(result, encoding_format=encoding_format)
+        body = self.codec.render(result, encoding_format=ready.encoding_format)
         data = result_line(custom_id=line.custom_id, request_id=request_id, status_code=200, body=body)
         return LineOutcome(True, line.custom_id, data, *counts)
+
+    def _unexpected(self, line: BatchLine, request_id: str) -> LineOutcome:
+        logger.exception("batch line %d failed unexpectedly", line.number)
+        return self._failed(line, request_id, EngineError("The server had an error processing this line."))
 
     def _failed(self, line: BatchLine, request_id: str, exc: EmbedServeError) -> LineOutcome:
         body = self.codec.error_body(exc)
@@ -154,4 +192,7 @@ class LineRunner:
         return LineOutcome(False, line.custom_id, data)
 
     async def run_many(self, lines: Sequence[BatchLine]) -> list[LineOutcome]:
-        return list(await asyncio.gather(*(self.run(line) for line in lines)))
+        """All lines are tokenised first, then handed to the engine together: submitted one by one as each finished
+        tokenising, the first lines of every chunk went to the model as batches of one or two (small, slow passes)."""
+        ready = await asyncio.gather(*(self._prepare(line) for line in lines))
+        return list(await asyncio.gather(*(self._embed(r) for r in ready)))

@@ -12,12 +12,14 @@ import itertools
 import logging
 import sys
 import time
+from collections import deque
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TextIO
 
 from embedserve.accounting.open_gateway import OpenGateway
 from embedserve.accounting.pricing import price
-from embedserve.batch.lines import LineCodec, LineRunner
+from embedserve.batch.lines import BatchLine, LineCodec, LineOutcome, LineRunner
 from embedserve.batch.sinks import Sink
 from embedserve.batch.sources import Source
 from embedserve.engine.scheduler import Priority
@@ -27,6 +29,7 @@ from embedserve.settings import Settings
 
 logger = logging.getLogger(__name__)
 LOG_EVERY_S = 10.0
+CHUNKS_AHEAD = 2
 
 
 def add_batch_command(sub: argparse._SubParsersAction[argparse.ArgumentParser], engine_flags: dict[str, dict]) -> None:  # type: ignore[type-arg]
@@ -73,12 +76,7 @@ async def run_batch(
         meter = Meter(total=source.count(), done=sink.rows_done, stream=stream or sys.stderr)
         lines = source.lines(skip=sink.rows_done)
         try:
-            while chunk := list(itertools.islice(lines, chunk_rows)):
-                outcomes = await runner.run_many(chunk)
-                sink.write(outcomes)
-                meter.update(
-                    rows=len(chunk), inputs=sum(o.inputs for o in outcomes), tokens=sum(o.tokens for o in outcomes)
-                )
+            await _pipeline(iter(lambda: list(itertools.islice(lines, chunk_rows)), []), runner, sink, meter)
         except BaseException:
             sink.release()  # --resume picks up from the last durable chunk
             raise
@@ -87,6 +85,28 @@ async def run_batch(
         return 0
     finally:
         await engine.stop()
+
+
+async def _pipeline(chunks: Iterator[list[BatchLine]], runner: LineRunner, sink: Sink, meter: Meter) -> None:
+    """Chunks run ``CHUNKS_AHEAD`` deep and are written in order, off the event loop: the next chunk is queued on the
+    engine while the last one is written and fsynced, so the model never waits for the files (run one at a time, it
+    stood idle between chunks)."""
+    ahead: deque[asyncio.Task[list[LineOutcome]]] = deque()
+    try:
+        for chunk in chunks:
+            ahead.append(asyncio.create_task(runner.run_many(chunk)))
+            if len(ahead) >= CHUNKS_AHEAD:
+                await _write(await ahead.popleft(), sink, meter)
+        while ahead:
+            await _write(await ahead.popleft(), sink, meter)
+    finally:
+        for task in ahead:
+            task.cancel()
+
+
+async def _write(outcomes: list[LineOutcome], sink: Sink, meter: Meter) -> None:
+    await asyncio.to_thread(sink.write, outcomes)
+    meter.update(rows=len(outcomes), inputs=sum(o.inputs for o in outcomes), tokens=sum(o.tokens for o in outcomes))
 
 
 class Meter:
