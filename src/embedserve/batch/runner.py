@@ -14,7 +14,7 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import sqlalchemy as sa
@@ -23,7 +23,7 @@ from embedserve.accounting.holds import hold_in, release_in
 from embedserve.batch import jobs as states
 from embedserve.batch.files import FileRecord, FileStore
 from embedserve.batch.jobs import JobRecord, JobStore
-from embedserve.batch.lines import BatchLine, LineOutcome, LineRunner, parse_line
+from embedserve.batch.lines import BatchLine, LineOutcome, LineRunner, expired_line, parse_line
 from embedserve.batch.progress import LostClaim, commit_chunk, done_chunks
 from embedserve.batch.storage import atomic_writer
 from embedserve.batch.tables import files, jobs
@@ -41,6 +41,7 @@ class RunnerConfig:
     limits: JobLimits
     lease_s: float
     poll_s: float
+    clock: Callable[[], float] = time.time  # wall time, for the completion window (tests inject one)
 
 
 def new_holder() -> str:
@@ -89,7 +90,7 @@ class JobDriver:
             await self._finalize(job)
 
     def _expired(self, job: JobRecord) -> bool:
-        return job.status == states.IN_PROGRESS and time.time() > job.expires_at
+        return job.status == states.IN_PROGRESS and self.config.clock() > job.expires_at
 
     async def _input(self, job: JobRecord) -> FileRecord:
         from embedserve.batch.owner import Owner
@@ -195,8 +196,11 @@ class JobDriver:
     async def _finalize(self, job: JobRecord) -> None:
         storage = self.files.storage
         parts = await done_chunks(self.jobs.store, job.id)
+        errors = [p.err_part for p in parts]
+        if job.status == states.IN_PROGRESS:  # expired: the lines never run go to the error file, as OpenAI does
+            errors.append(await self._write_expired(job, {p.seq for p in parts}))
         records: dict[str, FileRecord] = {}
-        for kind, names in (("output", [p.out_part for p in parts]), ("error", [p.err_part for p in parts])):
+        for kind, names in (("output", [p.out_part for p in parts]), ("error", errors)):
             present = [n for n in names if n]
             if not present:
                 continue
@@ -209,6 +213,25 @@ class JobDriver:
             )  # fmt: skip
         await self._close(job, records)
         storage.remove_job_dir(job.id)
+
+    async def _write_expired(self, job: JobRecord, done: set[int]) -> str | None:
+        path = self.files.path_of(await self._input(job))
+        name = "expired.err"
+
+        def write() -> int:
+            count = 0
+            with atomic_writer(self.files.storage.job_dir(job.id) / name) as out:
+                for seq, raws in _chunks_of(job, path, done):
+                    for offset, raw in enumerate(raws):
+                        parsed = parse_line(raw, number=seq * job.chunk_lines + offset + 1, endpoint=job.endpoint)
+                        assert isinstance(parsed, BatchLine), "validated lines parse"
+                        out.write(expired_line(parsed.custom_id))
+                        count += 1
+            return count
+
+        count = await asyncio.to_thread(write)
+        logger.info("batch %s expired with %d lines not run", job.id, count)
+        return name if count else None
 
     def _concatenate(self, job_id: str, names: list[str], path: os.PathLike[str]) -> tuple[int, int]:
         from pathlib import Path
