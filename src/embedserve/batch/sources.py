@@ -15,6 +15,7 @@ from typing import Any
 import orjson
 
 from embedserve.batch.lines import BatchLine, LineProblem, parse_line
+from embedserve.batch.validate import CustomIds
 from embedserve.errors import InvalidRequestError
 
 ENDPOINT = "/v1/embeddings"
@@ -54,11 +55,14 @@ class Source:
                 yield line
 
     def _openai(self) -> Iterator[BatchLine]:
+        seen = CustomIds()  # the server's rule: a repeated custom_id refuses the file, naming the line
         with self.path.open("rb") as handle:
             for number, raw in enumerate(handle, start=1):
                 if not raw.strip():
                     continue
                 parsed = parse_line(raw, number=number, endpoint=ENDPOINT)
+                if isinstance(parsed, BatchLine):
+                    parsed = seen.repeat(parsed) or parsed
                 if isinstance(parsed, LineProblem):
                     raise InvalidRequestError(f"{self.path.name}: {parsed.message}")
                 yield parsed

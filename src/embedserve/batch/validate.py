@@ -33,6 +33,21 @@ class Validation:
     problems: list[LineProblem] = field(default_factory=list)
 
 
+class CustomIds:
+    """The custom_ids seen so far in a file: each line needs its own (the server's jobs and ``batch run`` alike)."""
+
+    def __init__(self) -> None:
+        self._seen: set[str] = set()
+
+    def repeat(self, line: BatchLine) -> LineProblem | None:
+        """The problem with ``line`` if its custom_id was seen before; else None, and it is now seen."""
+        if line.custom_id in self._seen:
+            return LineProblem(line.number, "duplicate_custom_id", f"Line {line.number} repeats custom_id "
+                               f"'{line.custom_id[:64]}'; each line needs its own.", "custom_id")  # fmt: skip
+        self._seen.add(line.custom_id)
+        return None
+
+
 def iter_raw_lines(path: Path, *, skip: int = 0) -> Iterator[tuple[int, bytes]]:
     """(1-based line number, bytes) of each non-blank line, from the ``skip``-th non-blank line on."""
     seen = 0
@@ -66,7 +81,7 @@ async def _judge(group: list[BatchLine], runner: LineRunner, result: Validation,
 
 async def validate(path: Path, *, endpoint: str, limits: JobLimits, runner: LineRunner) -> Validation:
     result = Validation()
-    seen: set[str] = set()
+    seen = CustomIds()
     group: list[BatchLine] = []
     for number, raw in iter_raw_lines(path):
         result.total += 1
@@ -79,13 +94,9 @@ async def validate(path: Path, *, endpoint: str, limits: JobLimits, runner: Line
         if isinstance(parsed, LineProblem):
             result.problems.append(parsed)
             continue
-        if parsed.custom_id in seen:
-            result.problems.append(
-                LineProblem(number, "duplicate_custom_id", f"Line {number} repeats custom_id "
-                            f"'{parsed.custom_id[:64]}'; each line needs its own.", "custom_id")
-            )  # fmt: skip
+        if repeat := seen.repeat(parsed):
+            result.problems.append(repeat)
             continue
-        seen.add(parsed.custom_id)
         group.append(parsed)
         if len(group) >= JUDGE_GROUP:
             await _judge(group, runner, result, limits)
