@@ -10,6 +10,7 @@ from typing import Any
 
 import httpx
 import orjson
+import pytest
 
 from tests.integration.gateway.processes import cli, create_key
 from tests.paths import REFERENCE_DIR
@@ -37,6 +38,7 @@ def _poll(http: httpx.Client, batch_id: str, until: Any, timeout: float = 300) -
         time.sleep(0.1)
 
 
+@pytest.mark.slow  # two bge-large servers: ~4-7 min on a loaded 2-core box (a fake-backend variant was no faster)
 def test_kill9_mid_job_resumes_without_loss_duplicates_or_double_charge(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
     key = create_key(["--data-dir", str(data_dir)], credits=1000)
