@@ -44,6 +44,9 @@ def add_batch_command(sub: argparse._SubParsersAction[argparse.ArgumentParser], 
     run.add_argument("--chunk-rows", type=int, default=256, help="rows per step (default 256)")
     for flag, kwargs in engine_flags.items():
         run.add_argument(flag, default=None, **kwargs)
+    from embedserve.batch.ray_runner import add_ray_flags  # imports no Ray
+
+    add_ray_flags(run)
     run.set_defaults(func=run_command)
 
 
@@ -53,6 +56,10 @@ def run_command(args: argparse.Namespace, settings: Settings) -> int:
     source = Source(args.input, text_column=args.text_column, id_column=args.id_column)
     if args.output.exists() and not args.resume:
         raise InvalidRequestError(f"{args.output} exists: pass --resume to continue it, or remove it.")
+    if getattr(args, "ray_address", None):
+        from embedserve.batch.ray_runner import run_ray_command
+
+        return run_ray_command(args, settings, source)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
     return asyncio.run(run_batch(source, args.output, settings=settings, codec=EmbeddingsCodec(),
                                  resume=args.resume, chunk_rows=max(1, args.chunk_rows)))  # fmt: skip

@@ -10,7 +10,7 @@ import csv
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import orjson
 
@@ -54,6 +54,43 @@ class Source:
             if index >= skip:
                 yield line
 
+    def line_offsets(self, *, skip: int, every: int) -> Iterator[tuple[int, int, int]]:
+        """(byte offset, first line number, rows) of each run of ``every`` rows after ``skip``: JSONL inputs only."""
+        assert self.kind in ("openai", "corpus-jsonl")
+        start: tuple[int, int] | None = None
+        rows = index = offset = 0
+        with self.path.open("rb") as handle:
+            for number, raw in enumerate(handle, start=1):
+                if raw.strip():
+                    if index >= skip:
+                        start = start or (offset, number)
+                        rows += 1
+                    index += 1
+                offset += len(raw)
+                if start and rows == every:
+                    yield (*start, rows)
+                    start, rows = None, 0
+        if start:
+            yield (*start, rows)
+
+    def lines_at(self, offset: int, number: int) -> Iterator[BatchLine]:
+        """The lines of a JSONL input from a byte offset where line ``number`` starts (see ``line_offsets``)."""
+        with self.path.open("rb") as handle:
+            handle.seek(offset)
+            yield from self._jsonl_lines(handle, number)
+
+    def _jsonl_lines(self, handle: BinaryIO, first: int) -> Iterator[BatchLine]:
+        for number, raw in enumerate(handle, start=first):
+            if not raw.strip():
+                continue
+            if self.kind == "corpus-jsonl":
+                yield self._row(number, orjson.loads(raw))
+                continue
+            parsed = parse_line(raw, number=number, endpoint=ENDPOINT)
+            if isinstance(parsed, LineProblem):
+                raise InvalidRequestError(f"{self.path.name}: {parsed.message}")
+            yield parsed
+
     def _openai(self) -> Iterator[BatchLine]:
         seen = CustomIds()  # the server's rule: a repeated custom_id refuses the file, naming the line
         with self.path.open("rb") as handle:
@@ -76,9 +113,7 @@ class Source:
 
     def _jsonl(self) -> Iterator[BatchLine]:
         with self.path.open("rb") as handle:
-            for number, raw in enumerate(handle, start=1):
-                if raw.strip():
-                    yield self._row(number, orjson.loads(raw))
+            yield from self._jsonl_lines(handle, 1)
 
     def _csv(self) -> Iterator[BatchLine]:
         with self.path.open(newline="", encoding="utf-8") as handle:

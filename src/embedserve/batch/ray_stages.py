@@ -1,0 +1,101 @@
+"""The two Ray Data stages of ``batch run --ray-address``: reading a chunk of the input, and embedding it.
+
+Each stage runs on Ray workers; nothing here imports ``ray`` at module level (the driver side is ``ray_runner``).
+A chunk travels as columns (``number``, ``custom_id``, ``body`` as JSON bytes); its outcomes come back as columns
+the driver turns into the same ``LineOutcome`` objects the in-process run writes, through the same ``Sink``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import orjson
+
+from embedserve.batch.lines import BatchLine, LineOutcome
+from embedserve.batch.sources import Source
+from embedserve.settings import EngineSettings
+
+Columns = dict[str, Any]
+
+
+def read_chunk(plan: Columns, *, source: Source) -> Columns:
+    """Read stage: each plan row ``(offset, number, skip, rows)`` becomes its lines, read as ``Source`` reads them."""
+    lines: list[BatchLine] = []
+    for offset, number, skip, rows in zip(plan["offset"], plan["number"], plan["skip"], plan["rows"], strict=True):
+        if offset >= 0:  # JSONL: seek to the chunk
+            lines.extend(itertools.islice(source.lines_at(int(offset), int(number)), int(rows)))
+        else:  # CSV, Parquet: stream from the start and skip (reading is cheap next to embedding)
+            lines.extend(itertools.islice(source.lines(skip=int(skip)), int(rows)))
+    return {
+        "number": np.array([line.number for line in lines], dtype=np.int64),
+        "custom_id": np.array([line.custom_id for line in lines], dtype=object),
+        "body": np.array([orjson.dumps(line.body) for line in lines], dtype=object),
+    }
+
+
+class Embedder:
+    """Embed stage (a callable class for ``map_batches``): one engine per actor, loaded once, reused for every chunk.
+
+    Lines go through ``LineRunner``, hence ``EmbeddingService`` and the ``/v1/embeddings`` codec: a line's result
+    is what the in-process run (and the route) gives for it.
+    """
+
+    def __init__(self, engine: EngineSettings, *, max_inputs: int, credits_per_1k_tokens: float, keep_vectors: bool):
+        import ray
+
+        from embedserve.accounting.gateway import OpenGateway, price
+        from embedserve.api.batch_codec import EmbeddingsCodec
+        from embedserve.batch.lines import LineRunner
+        from embedserve.engine.engine import Engine
+        from embedserve.engine.scheduler import Priority
+        from embedserve.service import EmbeddingService
+
+        self.loop = asyncio.new_event_loop()
+        self.engine = Engine(engine)
+        self.loop.run_until_complete(self.engine.start())
+        gateway = OpenGateway(credits_per_1k_tokens=credits_per_1k_tokens)
+        service = EmbeddingService(engine=self.engine, gateway=gateway, max_inputs=max_inputs)
+        self.runner = LineRunner(service=service, codec=EmbeddingsCodec(), priority=Priority.ONLINE,
+                                 price=lambda t: price(t, credits_per_1k_tokens=credits_per_1k_tokens),
+                                 keep_vectors=keep_vectors)  # fmt: skip
+        self.node = ray.get_runtime_context().get_node_id()
+
+    def __call__(self, batch: Columns) -> Columns:
+        lines = [BatchLine(number=int(n), custom_id=str(c), body=orjson.loads(b))
+                 for n, c, b in zip(batch["number"], batch["custom_id"], batch["body"], strict=True)]  # fmt: skip
+        outcomes = self.loop.run_until_complete(self.runner.run_many(lines))
+        return outcome_columns(outcomes, node=self.node)
+
+    def __del__(self) -> None:
+        if not self.loop.is_closed():
+            self.loop.run_until_complete(self.engine.stop())
+            self.loop.close()
+
+
+def outcome_columns(outcomes: Sequence[LineOutcome], *, node: str) -> Columns:
+    def vectors(o: LineOutcome) -> bytes:
+        return b"" if o.vectors is None else np.ascontiguousarray(o.vectors, dtype=np.float32).tobytes()
+
+    return {
+        "ok": np.array([o.ok for o in outcomes], dtype=bool),
+        "custom_id": np.array([o.custom_id for o in outcomes], dtype=object),
+        "data": np.array([o.data for o in outcomes], dtype=object),
+        "counts": np.array([(o.inputs, o.tokens, o.credits) for o in outcomes], dtype=np.int64).reshape(-1, 3),
+        "vectors": np.array([vectors(o) for o in outcomes], dtype=object),
+        "node": np.array([node] * len(outcomes), dtype=object),
+    }
+
+
+def outcomes_from(columns: Columns) -> list[LineOutcome]:
+    """The driver's side of ``outcome_columns``."""
+    outcomes = []
+    for ok, custom_id, data, counts, raw in zip(columns["ok"], columns["custom_id"], columns["data"],
+                                                columns["counts"], columns["vectors"], strict=True):  # fmt: skip
+        inputs, tokens, credits = (int(x) for x in counts)
+        vectors = np.frombuffer(raw, dtype=np.float32).reshape(inputs, -1) if raw else None
+        outcomes.append(LineOutcome(bool(ok), str(custom_id), bytes(data), inputs, tokens, credits, vectors))
+    return outcomes
