@@ -15,11 +15,13 @@ import argparse
 import collections
 import itertools
 import logging
+import math
 import os
 import queue
 import secrets
 import sys
 import threading
+import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -132,7 +134,7 @@ def run_on_ray(
             actors, per_actor = pool_size(float(ray.cluster_resources().get("CPU", 1)), cpus_per_actor)
             logger.info("batch run on Ray: %d chunks, %d actors x %.2f CPUs", len(plan), actors, per_actor)
             dataset = _dataset(ray, source, plan, settings, actors, per_actor, sink.parquet)
-            meter = Meter(total=source.count(), done=sink.rows_done, stream=sys.stderr)
+            meter, first = Meter(total=source.count(), done=sink.rows_done, stream=sys.stderr), True
             for columns in _within(stall_timeout, dataset.iter_batches(batch_size=None, batch_format="numpy")):
                 outcomes = outcomes_from(columns)
                 sink.dim = sink.dim or next((o.vectors.shape[1] for o in outcomes if o.vectors is not None), 0)
@@ -140,6 +142,8 @@ def run_on_ray(
                 nodes.update(str(n) for n in columns["node"])
                 meter.update(rows=len(outcomes), inputs=sum(o.inputs for o in outcomes),
                              tokens=sum(o.tokens for o in outcomes))  # fmt: skip
+                if first:  # tokens/s counts from the first chunk back: actors starting up are not embedding
+                    meter.started, meter.tokens, first = time.monotonic(), 0, False
         except BaseException:
             sink.release()
             raise
@@ -178,7 +182,7 @@ def _dataset(
     DataContext.get_current().execution_options.preserve_order = True  # the sink and --resume count rows in order
     engine = settings.engine
     if engine.threads is None:
-        engine = engine.model_copy(update={"threads": max(1, int(per_actor))})
+        engine = engine.model_copy(update={"threads": max(1, math.ceil(per_actor))})
     kwargs = {"engine": engine, "max_inputs": settings.max_inputs,
               "credits_per_1k_tokens": settings.credits_per_1k_tokens, "keep_vectors": keep_vectors}  # fmt: skip
     read = ray.data.from_items(plan, override_num_blocks=max(1, len(plan))).map_batches(

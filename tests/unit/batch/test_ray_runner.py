@@ -5,6 +5,7 @@ from __future__ import annotations
 import builtins
 import importlib.util
 import os
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ from embedserve.api.batch_codec import EmbeddingsCodec
 from embedserve.batch import ray_runner
 from embedserve.batch.run_cli import run_batch
 from embedserve.batch.sources import Source
-from embedserve.errors import InvalidRequestError
+from embedserve.errors import EngineError, InvalidRequestError
 from embedserve.settings import EngineSettings, Settings
 from tests.integration.conftest import REFERENCE_DIR
 
@@ -122,3 +123,26 @@ async def test_a_ray_run_writes_the_same_corpus_parquet(tmp_path: Path, local_ra
 
 
 _preexisting = {p.name for p in (Path.home() / ".ray").glob("*")} if (Path.home() / ".ray").exists() else set()
+
+
+def test_a_run_that_stops_progressing_fails_instead_of_hanging() -> None:
+    never = threading.Event()
+
+    def stalled() -> Iterator[int]:
+        yield 1
+        never.wait()
+        yield 2
+
+    got = []
+    with pytest.raises(EngineError, match="No progress on Ray"):
+        for item in ray_runner._within(0.2, stalled()):
+            got.append(item)
+    never.set()
+    assert got == [1]
+
+
+def test_a_bad_input_line_inside_a_ray_failure_is_reported_as_itself() -> None:
+    bad = InvalidRequestError("b.jsonl: Line 3 is not valid JSON.")
+    wrapped = RuntimeError("task failed")
+    wrapped.__cause__ = bad
+    assert ray_runner._user_error(wrapped) is bad
