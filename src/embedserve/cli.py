@@ -80,6 +80,7 @@ _SERVER_FLAGS: dict[str, dict[str, Any]] = {
     "--body-timeout-seconds": {"type": float, "help": "and its body within this of its headers (default 60)"},
     "--max-connections": {"type": int, "help": "open connections past this get 503 (default: file limit - 10%%)"},
     "--metrics-port": {"type": int, "help": "serve /metrics openly on this port"},
+    "--ray-address": {"help": "run API batch jobs on this Ray cluster (`local`: start one; default $RAY_ADDRESS)"},
 }
 _GATEWAY_FLAGS: dict[str, dict[str, Any]] = {
     "--no-auth": {"dest": "auth", "action": "store_const", "const": False, "help": "serve without API keys"},

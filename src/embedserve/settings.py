@@ -120,6 +120,7 @@ class Settings(BaseSettings):
     batch_lease_seconds: float = Field(default=30.0, gt=0)  # a replica that stops renewing loses its job after this
     batch_poll_seconds: float = Field(default=1.0, gt=0)
     batch_runner: bool = True  # run claimed jobs in this server process
+    ray_address: str | None = None  # embed those jobs' lines on this Ray cluster (`local`: start one; or RAY_ADDRESS)
 
     @property
     def storage_dir(self) -> Path:

@@ -71,9 +71,10 @@ class Embedder:
         return outcome_columns(outcomes, node=self.node)
 
     def __del__(self) -> None:
-        if not self.loop.is_closed():
-            self.loop.run_until_complete(self.engine.stop())
-            self.loop.close()
+        loop = getattr(self, "loop", None)  # absent on Ray's ActorClass wrapper, which subclasses this class
+        if loop is not None and not loop.is_closed():
+            loop.run_until_complete(self.engine.stop())
+            loop.close()
 
 
 def outcome_columns(outcomes: Sequence[LineOutcome], *, node: str) -> Columns:

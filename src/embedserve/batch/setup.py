@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from dataclasses import dataclass, field
+from typing import Any
 
 from embedserve.accounting.pricing import price
 from embedserve.accounting.store import SQLITE_FILENAME, Store, database_url
@@ -54,6 +56,17 @@ class Batches:
             self.worker.wake()
 
 
+def _line_runner(settings: Settings, *, service: EmbeddingService, codec: LineCodec, rate: float) -> LineRunner:
+    kwargs: dict[str, Any] = {"service": service, "codec": codec, "priority": Priority.BULK,
+                              "price": lambda t: price(t, credits_per_1k_tokens=rate)}  # fmt: skip
+    address = settings.ray_address or os.environ.get("RAY_ADDRESS")
+    if not address:
+        return LineRunner(**kwargs)
+    from embedserve.batch.ray_lines import RayLineRunner, start_actors  # Ray only when asked for
+
+    return RayLineRunner(actors=start_actors(settings, address), **kwargs)
+
+
 def build_batches(settings: Settings, *, service: EmbeddingService, codec: LineCodec) -> Batches:
     store = Store(database_url(data_dir=settings.data_dir, database_url=settings.database_url), pool_size=4)
     storage = Storage(settings.storage_dir)
@@ -66,9 +79,7 @@ def build_batches(settings: Settings, *, service: EmbeddingService, codec: LineC
     worker = None
     if settings.batch_runner:
         rate = settings.credits_per_1k_tokens
-        lines = LineRunner(
-            service=service, codec=codec, price=lambda t: price(t, credits_per_1k_tokens=rate), priority=Priority.BULK
-        )
+        lines = _line_runner(settings, service=service, codec=codec, rate=rate)
         config = RunnerConfig(
             limits=JobLimits(max_requests=settings.batch_max_requests, max_inputs=settings.batch_max_inputs),
             lease_s=settings.batch_lease_seconds,

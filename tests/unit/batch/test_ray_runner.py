@@ -18,6 +18,7 @@ import pytest
 
 from embedserve.api.batch_codec import EmbeddingsCodec
 from embedserve.batch import ray_runner
+from embedserve.batch.lines import BatchLine
 from embedserve.batch.run_cli import run_batch
 from embedserve.batch.sources import Source
 from embedserve.errors import EngineError, InvalidRequestError
@@ -146,3 +147,30 @@ def test_a_bad_input_line_inside_a_ray_failure_is_reported_as_itself() -> None:
     wrapped = RuntimeError("task failed")
     wrapped.__cause__ = bad
     assert ray_runner._user_error(wrapped) is bad
+
+
+async def test_a_server_with_a_ray_address_runs_job_lines_on_ray_with_the_same_results(local_ray: None) -> None:
+    from embedserve.accounting.gateway import OpenGateway
+    from embedserve.batch.ray_lines import RayLineRunner
+    from embedserve.batch.setup import _line_runner
+    from embedserve.engine.engine import Engine
+    from embedserve.service import EmbeddingService
+
+    settings = SETTINGS.model_copy(update={"ray_address": "local"})
+    engine = Engine(settings.engine)
+    await engine.start()
+    try:
+        service = EmbeddingService(engine=engine, gateway=OpenGateway(credits_per_1k_tokens=1.0), max_inputs=2048)
+        on_ray = _line_runner(settings, service=service, codec=EmbeddingsCodec(), rate=1.0)
+        here = _line_runner(SETTINGS, service=service, codec=EmbeddingsCodec(), rate=1.0)
+        assert isinstance(on_ray, RayLineRunner) and not isinstance(here, RayLineRunner)
+        lines = [BatchLine(number=i + 1, custom_id=f"c{i}", body={"input": t}) for i, t in enumerate(TEXTS[:9])]
+        lines.append(BatchLine(number=10, custom_id="bad", body={"input": ""}))
+        got, want = await on_ray.run_many(lines), await here.run_many(lines)
+    finally:
+        await engine.stop()
+    assert [(o.ok, o.custom_id, o.inputs, o.tokens, o.credits) for o in got] == [
+        (o.ok, o.custom_id, o.inputs, o.tokens, o.credits) for o in want
+    ]
+    body = lambda o: {k: v for k, v in orjson.loads(o.data)["response"]["body"].items() if k not in ("id", "created")}  # noqa: E731
+    assert [body(o) for o in got] == [body(o) for o in want]
