@@ -48,10 +48,10 @@ def ray_cli(*args: str, env: dict[str, str]) -> None:
 
 
 def two_node(args: argparse.Namespace, corpus: Path, tmp: Path, env: dict[str, str]) -> str:
-    """Rows per node of a run on a head (1 CPU) plus a worker (``--worker-cpus``) started here."""
+    """Rows per node of a run on a head (``--head-cpus``) plus a second node (``--worker-cpus``) started here."""
     env = {**env, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}  # both nodes, and the driver
     port = "6390"
-    ray_cli("start", "--head", f"--port={port}", "--num-cpus=1", "--include-dashboard=false", env=env)
+    ray_cli("start", "--head", f"--port={port}", f"--num-cpus={args.head_cpus}", "--include-dashboard=false", env=env)
     try:
         ray_cli("start", f"--address=127.0.0.1:{port}", f"--num-cpus={args.worker_cpus}", env=env)
         _, wall, err = run(args, corpus, tmp / "two.jsonl", "--ray-address", f"127.0.0.1:{port}",
@@ -72,7 +72,9 @@ def main() -> None:
     parser.add_argument("--texts", type=int, default=512, help="texts for the throughput pass (before --scale)")
     parser.add_argument("--ray-cpus-per-actor", default="1.5", help="for the local run (2 cores: one actor, 2 threads)")
     parser.add_argument("--two-node", action="store_true")
-    parser.add_argument("--worker-cpus", type=int, default=1)
+    parser.add_argument("--head-cpus", type=int, default=1, help="logical CPUs of the head node (two-node run)")
+    parser.add_argument("--worker-cpus", type=int, default=2, help="logical CPUs of the second node (two-node run)")
+    parser.add_argument("--two-node-only", action="store_true", help="skip the throughput passes")
     args = parser.parse_args()
     n = max(8, int(args.texts * args.scale))
     items = texts(n)
@@ -81,17 +83,20 @@ def main() -> None:
     env.pop("RAY_ADDRESS", None)
     with tempfile.TemporaryDirectory() as name:
         tmp = Path(name)
-        lib, tokens = asyncio.run(library_tokens_per_s(flags, items))
         write_corpus(tmp / "corpus.jsonl", items)
-        here, here_wall, _ = run(args, tmp / "corpus.jsonl", tmp / "here.jsonl", env=env)
-        local = ["--ray-address", "local", "--ray-cpus-per-actor", args.ray_cpus_per_actor, "--chunk-rows", "32"]
-        on_ray, ray_wall, _ = run(args, tmp / "corpus.jsonl", tmp / "ray.jsonl", *local, env=env)
-        nodes = two_node(args, tmp / "corpus.jsonl", tmp, env) if args.two_node else "not run (--two-node)"
-    print(f"bench_ray    model={Path(args.model).name} backend={args.backend} dtype={args.dtype} scale={args.scale}")
-    print(f"throughput   {n} texts, {tokens} tokens: library {lib:,.0f} tok/s | batch run in-process {here:,.0f} "
-          f"tok/s ({here / lib:.2f}x, wall {here_wall:.0f} s) | batch run on local Ray {on_ray:,.0f} tok/s "
-          f"({on_ray / lib:.2f}x, wall {ray_wall:.0f} s)")  # fmt: skip
-    print(f"two nodes    rows per node {nodes}")
+        print(
+            f"bench_ray    model={Path(args.model).name} backend={args.backend} dtype={args.dtype} scale={args.scale}"
+        )
+        if not args.two_node_only:
+            lib, tokens = asyncio.run(library_tokens_per_s(flags, items))
+            here, here_wall, _ = run(args, tmp / "corpus.jsonl", tmp / "here.jsonl", env=env)
+            local = ["--ray-address", "local", "--ray-cpus-per-actor", args.ray_cpus_per_actor, "--chunk-rows", "16"]
+            on_ray, ray_wall, _ = run(args, tmp / "corpus.jsonl", tmp / "ray.jsonl", *local, env=env)
+            print(f"throughput   {n} texts, {tokens} tokens: library {lib:,.0f} tok/s | batch run in-process "
+                  f"{here:,.0f} tok/s ({here / lib:.2f}x, wall {here_wall:.0f} s) | batch run on local Ray "
+                  f"{on_ray:,.0f} tok/s ({on_ray / lib:.2f}x, wall {ray_wall:.0f} s)", flush=True)  # fmt: skip
+        if args.two_node or args.two_node_only:
+            print(f"two nodes    {n} rows, per node {two_node(args, tmp / 'corpus.jsonl', tmp, env)}")
 
 
 if __name__ == "__main__":

@@ -55,6 +55,6 @@ def start_actors(settings: Settings, address: str, *, cpus_per_actor: float = 1.
     engine = settings.engine
     if engine.threads is None:
         engine = engine.model_copy(update={"threads": max(1, math.ceil(per_actor))})
-    remote = ray.remote(num_cpus=per_actor)(Embedder)
+    remote = ray.remote(num_cpus=per_actor, scheduling_strategy="SPREAD")(Embedder)
     kwargs = {"max_inputs": settings.max_inputs, "credits_per_1k_tokens": settings.credits_per_1k_tokens}
     return [remote.remote(engine, keep_vectors=False, **kwargs) for _ in range(actors)]

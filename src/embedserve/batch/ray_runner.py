@@ -142,8 +142,10 @@ def run_on_ray(
                 nodes.update(str(n) for n in columns["node"])
                 meter.update(rows=len(outcomes), inputs=sum(o.inputs for o in outcomes),
                              tokens=sum(o.tokens for o in outcomes))  # fmt: skip
-                if first:  # tokens/s counts from the first chunk back: actors starting up are not embedding
-                    meter.started, meter.tokens, first = time.monotonic(), 0, False
+                if len(outcomes):  # tokens/s counts from the first engine ready, as in-process: not actor start-up
+                    ready = time.monotonic() - (time.time() - float(columns["ready"].min()))
+                    meter.started = min(meter.started, ready) if not first else ready
+                    first = False
         except BaseException:
             sink.release()
             raise
@@ -189,6 +191,7 @@ def _dataset(
         read_chunk, fn_kwargs={"source": source}, batch_size=None, num_cpus=READ_CPUS
     )
     pool = ActorPoolStrategy(size=actors)
+    # The default scheduling fills the driver's node first, then the others (2.60 deprecates passing SPREAD here).
     return read.map_batches(Embedder, fn_constructor_kwargs=kwargs, batch_size=None, num_cpus=per_actor, compute=pool)
 
 

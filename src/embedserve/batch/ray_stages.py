@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -63,12 +64,15 @@ class Embedder:
                                  price=lambda t: price(t, credits_per_1k_tokens=credits_per_1k_tokens),
                                  keep_vectors=keep_vectors)  # fmt: skip
         self.node = ray.get_runtime_context().get_node_id()
+        self.ready = time.time()  # the engine loaded: the driver's tokens/s counts from the first actor ready
 
     def __call__(self, batch: Columns) -> Columns:
         lines = [BatchLine(number=int(n), custom_id=str(c), body=orjson.loads(b))
                  for n, c, b in zip(batch["number"], batch["custom_id"], batch["body"], strict=True)]  # fmt: skip
         outcomes = self.loop.run_until_complete(self.runner.run_many(lines))
-        return outcome_columns(outcomes, node=self.node)
+        columns = outcome_columns(outcomes, node=self.node)
+        columns["ready"] = np.full(len(outcomes), self.ready, dtype=np.float64)
+        return columns
 
     def __del__(self) -> None:
         loop = getattr(self, "loop", None)  # absent on Ray's ActorClass wrapper, which subclasses this class
