@@ -55,7 +55,7 @@ def two_node(args: argparse.Namespace, corpus: Path, tmp: Path, env: dict[str, s
     try:
         ray_cli("start", f"--address=127.0.0.1:{port}", f"--num-cpus={args.worker_cpus}", env=env)
         _, wall, err = run(args, corpus, tmp / "two.jsonl", "--ray-address", f"127.0.0.1:{port}",
-                           "--ray-cpus-per-actor", "1", "--chunk-rows", "16", env=env)  # fmt: skip
+                           "--ray-cpus-per-actor", "1", "--chunk-rows", "4", env=env)  # fmt: skip
     finally:
         ray_cli("stop", "--force", env=env)
     nodes = re.search(r"rows per node: (\{.*\})", err)

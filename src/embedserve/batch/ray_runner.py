@@ -190,7 +190,7 @@ def _dataset(
     read = ray.data.from_items(plan, override_num_blocks=max(1, len(plan))).map_batches(
         read_chunk, fn_kwargs={"source": source}, batch_size=None, num_cpus=READ_CPUS
     )
-    pool = ActorPoolStrategy(size=actors)
+    pool = ActorPoolStrategy(size=actors, max_tasks_in_flight_per_actor=2)  # the first actor ready cannot hoard chunks
     # The default scheduling fills the driver's node first, then the others (2.60 deprecates passing SPREAD here).
     return read.map_batches(Embedder, fn_constructor_kwargs=kwargs, batch_size=None, num_cpus=per_actor, compute=pool)
 
