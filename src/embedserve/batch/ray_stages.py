@@ -48,7 +48,8 @@ class Embedder:
     def __init__(self, engine: EngineSettings, *, max_inputs: int, credits_per_1k_tokens: float, keep_vectors: bool):
         import ray
 
-        from embedserve.accounting.gateway import OpenGateway, price
+        from embedserve.accounting.open_gateway import OpenGateway
+        from embedserve.accounting.pricing import price
         from embedserve.api.batch_codec import EmbeddingsCodec
         from embedserve.batch.lines import LineRunner
         from embedserve.engine.engine import Engine

@@ -18,12 +18,12 @@ import pytest
 
 from embedserve.api.batch_codec import EmbeddingsCodec
 from embedserve.batch import ray_runner
-from embedserve.batch.lines import BatchLine
+from embedserve.batch.lines import BatchLine, LineOutcome
 from embedserve.batch.run_cli import run_batch
 from embedserve.batch.sources import Source
 from embedserve.errors import EngineError, InvalidRequestError
 from embedserve.settings import EngineSettings, Settings
-from tests.integration.conftest import REFERENCE_DIR
+from tests.paths import REFERENCE_DIR
 
 # Ray's own modules warn about their own deprecated settings when a context is made; nothing of ours.
 pytestmark = pytest.mark.filterwarnings(r"ignore::DeprecationWarning:ray\..*")
@@ -150,7 +150,7 @@ def test_a_bad_input_line_inside_a_ray_failure_is_reported_as_itself() -> None:
 
 
 async def test_a_server_with_a_ray_address_runs_job_lines_on_ray_with_the_same_results(local_ray: None) -> None:
-    from embedserve.accounting.gateway import OpenGateway
+    from embedserve.accounting.open_gateway import OpenGateway
     from embedserve.batch.ray_lines import RayLineRunner
     from embedserve.batch.setup import _line_runner
     from embedserve.engine.engine import Engine
@@ -172,5 +172,9 @@ async def test_a_server_with_a_ray_address_runs_job_lines_on_ray_with_the_same_r
     assert [(o.ok, o.custom_id, o.inputs, o.tokens, o.credits) for o in got] == [
         (o.ok, o.custom_id, o.inputs, o.tokens, o.credits) for o in want
     ]
-    body = lambda o: {k: v for k, v in orjson.loads(o.data)["response"]["body"].items() if k not in ("id", "created")}  # noqa: E731
-    assert [body(o) for o in got] == [body(o) for o in want]
+    assert [_body(o) for o in got] == [_body(o) for o in want]
+
+
+def _body(outcome: LineOutcome) -> dict[str, Any]:
+    body: dict[str, Any] = orjson.loads(outcome.data)["response"]["body"]
+    return {k: v for k, v in body.items() if k not in ("id", "created")}
