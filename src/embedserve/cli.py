@@ -81,6 +81,11 @@ _SERVER_FLAGS: dict[str, dict[str, Any]] = {
     "--max-connections": {"type": int, "help": "open connections past this get 503 (default: file limit - 10%%)"},
     "--metrics-port": {"type": int, "help": "serve /metrics openly on this port"},
     "--ray-address": {"help": "run API batch jobs on this Ray cluster (`local`: start one; default $RAY_ADDRESS)"},
+    "--api-processes": {
+        "type": int,
+        "help": "N>=2: N processes serve HTTP (parsing, tokenising, encoding responses) for one engine process "
+        "(default 1: one process; see docs/operations.md; with API keys it needs --redis-url)",
+    },
 }
 _GATEWAY_FLAGS: dict[str, dict[str, Any]] = {
     "--no-auth": {"dest": "auth", "action": "store_const", "const": False, "help": "serve without API keys"},
@@ -134,6 +139,10 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
+    if settings.api_processes > 1:
+        from embedserve.multiproc import run_multiprocess
+
+        return run_multiprocess(settings)
     from embedserve.server import run_server
 
     return asyncio.run(run_server(settings))

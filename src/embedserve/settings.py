@@ -74,6 +74,8 @@ class Settings(BaseSettings):
     body_timeout_seconds: float = Field(default=60.0, gt=0)
     max_connections: int | None = Field(default=None, ge=1)  # None: the file limit less 10% (at least 64)
     metrics_port: int | None = None
+    # >1: that many API processes feed one engine process (multiproc.py); 1: today's single process
+    api_processes: int = Field(default=1, ge=1, le=64)
 
     auth: bool = True
     admin_key: str | None = None  # prefer EMBEDSERVE_ADMIN_KEY or admin_key_file: a command-line flag shows in ps
@@ -93,6 +95,22 @@ class Settings(BaseSettings):
             except OSError as exc:
                 raise ValueError(f"cannot read the admin key file {path}: {exc.strerror}") from None
         return data
+
+    @model_validator(mode="after")
+    def _safe_with_api_processes(self) -> Settings:
+        """What several API processes need: state they would otherwise each keep apart (docs/operations.md)."""
+        n = self.api_processes
+        if n > 1 and self.auth and not self.redis_url:
+            raise ValueError(
+                f"--api-processes {n} with API keys needs --redis-url: each process would keep its own in-memory "
+                f"rate-limit counters, so every key's rpm/tpm would be multiplied by {n} (or serve with --no-auth)"
+            )
+        if n > 1 and self.metrics_port is not None:
+            raise ValueError(
+                f"--api-processes {n} cannot serve --metrics-port: {n} processes cannot share one metrics port "
+                "(scrape /metrics with the admin key instead)"
+            )
+        return self
 
     @field_validator("admin_key")
     @classmethod

@@ -11,6 +11,7 @@ import logging
 import weakref
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
@@ -77,6 +78,13 @@ class Engine:
         if self._info is None:
             raise RuntimeError("Engine.start() has not run yet")
         return self._info
+
+    @property
+    def tokenizer_path(self) -> Path:
+        """The model's ``tokenizer.json`` (API processes of ``--api-processes`` load it); valid once started."""
+        if self._model is None:
+            raise RuntimeError("Engine.start() has not run yet")
+        return self._model.tokenizer_path
 
     @property
     def running(self) -> bool:

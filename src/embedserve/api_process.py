@@ -1,0 +1,79 @@
+"""One API process of ``--api-processes N``: the whole app (HTTP parsing, validation, keys and credits,
+tokenisation, response encoding) on its own event loop, its engine a ``RemoteEngine``, accepting on the listening
+socket its parent bound and shares with its sibling processes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import socket
+from multiprocessing.synchronize import Event
+from pathlib import Path
+
+import uvicorn
+
+from embedserve.engine.engine_process import watch_parent
+from embedserve.engine.model_info import ModelInfo
+from embedserve.http_protocol import guarded_protocol
+from embedserve.logs import configure_logging
+from embedserve.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+
+def uvicorn_config(settings: Settings, app: object, *, max_connections: int) -> uvicorn.Config:
+    """As ``server.run_server`` configures uvicorn for one process."""
+    return uvicorn.Config(
+        app,  # type: ignore[arg-type]
+        host=settings.host,
+        port=settings.port,
+        http=guarded_protocol(
+            header_timeout=settings.header_timeout_seconds,
+            body_timeout=settings.body_timeout_seconds,
+            max_connections=max_connections,
+        ),
+        log_level=settings.log_level,
+        timeout_graceful_shutdown=int(settings.shutdown_timeout) or None,
+        lifespan="on",
+        log_config=None,
+        access_log=False,
+    )
+
+
+def run_api_process(
+    settings: Settings,
+    *,
+    sock: socket.socket,
+    endpoint: str,
+    info: ModelInfo,
+    tokenizer_path: str,
+    max_connections: int,
+    started: Event,
+) -> None:
+    """The process's target (spawned): serve on ``sock`` until SIGTERM (or SIGINT), then exit 0."""
+    from embedserve.api.app import create_app
+    from embedserve.engine.remote import RemoteEngine
+    from embedserve.metrics import Metrics
+
+    configure_logging(level=settings.log_level, fmt=settings.log_format)
+    watch_parent(os.getppid())
+    engine = RemoteEngine(settings.engine, endpoint=endpoint, info=info, tokenizer_path=Path(tokenizer_path))
+    app = create_app(settings, engine=engine, metrics=Metrics.create())
+    server = uvicorn.Server(uvicorn_config(settings, app, max_connections=max_connections))
+    # As in one process: uvicorn re-raises the SIGTERM it caught after its graceful shutdown; a no-op lands it.
+    signal.signal(signal.SIGTERM, lambda *_: None)
+    asyncio.run(_serve(server, sock, started))
+
+
+async def _serve(server: uvicorn.Server, sock: socket.socket, started: Event) -> None:
+    serving = asyncio.create_task(server.serve(sockets=[sock]))
+    while not server.started and not serving.done():
+        await asyncio.sleep(0.05)
+    if server.started:
+        started.set()
+    await serving
+    if not server.started:
+        raise SystemExit(3)  # the lifespan failed (its reason is logged): as uvicorn's own run() exits
