@@ -1,0 +1,146 @@
+"""``embedserve serve --api-processes 2`` as a real server: the seed example through the openai SDK, processes dying
+(an API process is replaced; the engine's death is a 503 and a failing /ready until it is back), SIGTERM mid-burst,
+the same vectors as one process on real MiniLM weights, and the combinations it refuses."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import os
+import re
+import signal
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import pytest
+
+from embedserve.cli import main
+from tests.browser.conftest import minilm_dir
+from tests.integration import test_official_sdks
+from tests.integration.test_shutdown import BURST, TEXTS, _burst_then_sigterm
+from tests.serverproc import REFERENCE_DIR, ServerProcess, running_server, spawn_server, wait_ready
+
+FAKE = ["--model", str(REFERENCE_DIR), "--backend", "fake", "--no-auth", "--api-processes", "2"]
+
+test_python_sdk_sync_default_and_float_agree = test_official_sdks.test_python_sdk_sync_default_and_float_agree
+test_python_sdk_async = test_official_sdks.test_python_sdk_async
+test_python_sdk_surfaces_errors = test_official_sdks.test_python_sdk_surfaces_errors
+
+
+@pytest.fixture(scope="module")
+def replica_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """What test_official_sdks serves (the bge replica's tokenizer and name), on two API processes."""
+    folder = tmp_path_factory.mktemp("multiproc")
+    args = [*FAKE, "--served-model-name", test_official_sdks.SEED_MODEL, "--data-dir", str(folder)]
+    with running_server(args, log_path=folder / "server.log") as server:
+        _wait_for(lambda: len(_pids(server, "API process")) >= 2, what="both API processes")
+        yield server
+
+
+def _pids(server: ServerProcess, what: str) -> list[int]:
+    """The children's pids, as the supervisor logs them."""
+    pattern = r"engine process (\d+) ready" if what == "engine" else r"API process \S+ started as pid (\d+)"
+    return [int(p) for p in re.findall(pattern, server.log())]
+
+
+def _wait_for(condition: object, *, what: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():  # type: ignore[operator]
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"no {what} after {timeout} s")
+        time.sleep(0.2)
+
+
+def _embed(server: ServerProcess, text: str) -> httpx.Response:
+    return httpx.post(f"{server.base_url}/v1/embeddings", json={"input": text}, timeout=30)
+
+
+def test_banner_names_the_processes(replica_server: ServerProcess) -> None:
+    assert "2 API processes + 1 engine process" in replica_server.log()
+    assert len(set(_pids(replica_server, "API process"))) == 2
+
+
+def test_a_dead_api_process_is_replaced_and_the_others_keep_serving(replica_server: ServerProcess) -> None:
+    victim = _pids(replica_server, "API process")[0]
+    os.kill(victim, signal.SIGKILL)
+    for _ in range(10):  # new connections each: whichever process accepts, it answers
+        assert _embed(replica_server, "still here").status_code == 200
+    _wait_for(lambda: len(_pids(replica_server, "API process")) >= 3, what="replacement API process")
+    assert httpx.get(f"{replica_server.base_url}/ready", timeout=30).status_code == 200
+
+
+def test_a_dead_engine_is_a_503_and_a_failing_ready_until_it_is_restarted(replica_server: ServerProcess) -> None:
+    (engine,) = _pids(replica_server, "engine")
+    os.kill(engine, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while (r := _embed(replica_server, "anyone?")).status_code == 200 and time.monotonic() < deadline:
+        time.sleep(0.05)  # the API processes learn of it within milliseconds; allow a slow box
+    assert r.status_code == 503 and r.json()["error"]["code"] == "service_unavailable", r.text
+    assert "engine process" in r.json()["error"]["message"]
+    ready = httpx.get(f"{replica_server.base_url}/ready", timeout=30)
+    assert ready.status_code in (503, 200)  # 200 only if the restart already finished
+    _wait_for(lambda: len(_pids(replica_server, "engine")) == 2, what="restarted engine")
+    _wait_for(
+        lambda: httpx.get(f"{replica_server.base_url}/ready", timeout=30).status_code == 200, what="/ready again"
+    )
+    assert _embed(replica_server, "back").status_code == 200
+
+
+@pytest.mark.slow  # ~60 s on a shared 2-core box (real MiniLM inference, as test_shutdown.py)
+def test_sigterm_mid_burst_answers_every_accepted_request_and_exits_zero(tmp_path: Path) -> None:
+    args = ["--model", minilm_dir(), "--no-auth", "--api-processes", "2", "--shutdown-timeout", "60"]
+    live = spawn_server([*args, "--data-dir", str(tmp_path)], log_path=tmp_path / "server.log")
+    try:
+        wait_ready(live)
+        with ThreadPoolExecutor(1) as pool:
+            burst = pool.submit(asyncio.run, _burst_then_sigterm(live.base_url, live.proc.pid))
+            results, late, pending, _sent_at = burst.result(timeout=180)
+        code = live.proc.wait(timeout=90)
+    finally:
+        live.kill()
+    assert pending > 0, "the burst finished before SIGTERM; the test proves nothing"
+    failures = [r for r in results if not isinstance(r, httpx.Response) or r.status_code != 200]
+    assert not failures, f"{len(failures)} of {BURST} accepted requests were not answered: {failures[:3]}"
+    assert all(len(r.json()["data"]) == len(TEXTS) for r in results if isinstance(r, httpx.Response))
+    assert isinstance(late, httpx.ConnectError), f"a new request was not refused after SIGTERM: {late!r}"
+    assert code == 0, live.log()[-3000:]
+    assert "Traceback" not in live.log()
+    assert "engine process stopped" in live.log()
+
+
+def _vectors(args: list[str], folder: Path, texts: list[str]) -> list[list[float]]:
+    folder.mkdir()
+    with running_server([*args, "--data-dir", str(folder)], log_path=folder / "server.log") as server:
+        r = httpx.post(f"{server.base_url}/v1/embeddings", json={"input": texts}, timeout=120)
+        assert r.status_code == 200, r.text
+        return [d["embedding"] for d in r.json()["data"]]
+
+
+@pytest.mark.slow  # two real-weight servers
+def test_minilm_vectors_equal_one_process_s(tmp_path: Path) -> None:
+    texts = [TEXTS[0], "Laura is a DJ.", "A man is eating food.", "The new movie is awesome"]
+    base = ["--model", minilm_dir(), "--no-auth", "--dtype", "float32"]
+    one = _vectors(base, tmp_path / "one", texts)
+    two = _vectors([*base, "--api-processes", "2"], tmp_path / "two", texts)
+    for a, b in zip(one, two, strict=True):
+        dot = sum(x * y for x, y in zip(a, b, strict=True))
+        assert dot / math.sqrt(sum(x * x for x in a) * sum(y * y for y in b)) >= 0.99999
+
+
+@pytest.mark.parametrize(
+    ("extra", "fragment"),
+    [
+        ([], "needs --redis-url"),  # API keys on, in-memory rate limits
+        (["--no-auth", "--metrics-port", "9999"], "cannot serve --metrics-port"),
+        (["--no-auth", "--api-processes", "0"], "api_processes"),
+    ],
+)
+def test_unsafe_combinations_are_refused_at_start(
+    extra: list[str], fragment: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["serve", "--model", str(REFERENCE_DIR), "--backend", "fake", "--api-processes", "2", *extra]
+    assert main(args) == 2
+    assert fragment in capsys.readouterr().err
