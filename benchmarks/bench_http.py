@@ -332,6 +332,9 @@ def main() -> None:
                         "(benchmarks/bench_peer.py), against the first engine")  # fmt: skip
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("--server-arg", action="append", default=[], help="extra flag for embedserve serve")
+    parser.add_argument("--api-processes", type=int, default=1,
+                        help="serve with --api-processes N (bench_api_processes.py compares it with one process "
+                        "in the same run)")  # fmt: skip
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
                         help="where the server, library call and baseline run (auto: cuda if present)")  # fmt: skip
     parser.add_argument("--replica", type=Path, default=REPLICA,
@@ -360,6 +363,8 @@ def main() -> None:
     for spec in args.engines.split(","):
         backend, dtype = spec.split(":")
         extra = ["--device", device, *args.server_arg]
+        if args.api_processes > 1:
+            extra += ["--api-processes", str(args.api_processes)]
         try:
             server = start_bench_server(model_dir, backend, dtype, work / f"server-{backend}-{dtype}.log", extra)
         except RuntimeError as exc:  # e.g. int8 refused on this CPU: report it and go on with the other engines

@@ -83,9 +83,7 @@ def test_a_dead_engine_is_a_503_and_a_failing_ready_until_it_is_restarted(replic
     ready = httpx.get(f"{replica_server.base_url}/ready", timeout=30)
     assert ready.status_code in (503, 200)  # 200 only if the restart already finished
     _wait_for(lambda: len(_pids(replica_server, "engine")) == 2, what="restarted engine")
-    _wait_for(
-        lambda: httpx.get(f"{replica_server.base_url}/ready", timeout=30).status_code == 200, what="/ready again"
-    )
+    _wait_for(lambda: httpx.get(f"{replica_server.base_url}/ready", timeout=30).status_code == 200, what="/ready again")
     assert _embed(replica_server, "back").status_code == 200
 
 
