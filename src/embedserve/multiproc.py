@@ -72,6 +72,8 @@ class Supervisor:
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self._on_signal)
         failure = self._start_engine()
+        if failure is not None and self._stopping:
+            return self._drain(code=0)  # told to stop while the model loaded
         if failure is not None:
             print(f"embedserve: could not start the engine: {failure}", file=sys.stderr, flush=True)
             return 2
@@ -121,6 +123,9 @@ class Supervisor:
         while not receiver.poll(0.2):
             if not process.is_alive():
                 return f"the engine process exited with code {process.exitcode}"
+            if self._stopping:
+                receiver.close()
+                return "shutting down"
         try:
             message = receiver.recv()
         except EOFError:
@@ -169,6 +174,8 @@ class Supervisor:
             if not self._engine.is_alive():
                 logger.error("the engine process exited with code %s; restarting it", self._engine.exitcode)
                 failure = self._start_engine()
+                if failure is not None and self._stopping:
+                    break
                 if failure is not None:
                     logger.error("the engine did not restart (%s); retrying in %.0f s", failure, backoff)
                     time.sleep(backoff)
