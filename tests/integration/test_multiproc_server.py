@@ -20,8 +20,9 @@ import pytest
 from embedserve.cli import main
 from tests.browser.conftest import minilm_dir
 from tests.integration import test_official_sdks
+from tests.integration.gateway.processes import create_key, start_server
 from tests.integration.test_shutdown import BURST, TEXTS, _burst_then_sigterm
-from tests.serverproc import REFERENCE_DIR, ServerProcess, running_server, spawn_server, wait_ready
+from tests.serverproc import REFERENCE_DIR, ServerProcess, free_port, running_server, spawn_server, wait_ready
 
 FAKE = ["--model", str(REFERENCE_DIR), "--backend", "fake", "--no-auth", "--api-processes", "2"]
 
@@ -142,3 +143,30 @@ def test_unsafe_combinations_are_refused_at_start(
     args = ["serve", "--model", str(REFERENCE_DIR), "--backend", "fake", "--api-processes", "2", *extra]
     assert main(args) == 2
     assert fragment in capsys.readouterr().err
+
+
+def test_with_keys_and_redis_a_key_s_rpm_holds_across_api_processes(tmp_path: Path) -> None:
+    """Two API processes on one SQLite store and one Redis: the key works, and its 4 requests a minute are 4 in all,
+    not 4 per process (each request on a new connection, taken by whichever process is free)."""
+    data = tmp_path / "data"
+    key = create_key(["--data-dir", str(data)], rpm=4)
+    env = {
+        "EMBEDSERVE_DATA_DIR": str(data),
+        "EMBEDSERVE_ADMIN_KEY": "es-admin-" + "m" * 43,
+        "EMBEDSERVE_REDIS_URL": "redis://127.0.0.1:6379/0",
+        "EMBEDSERVE_API_PROCESSES": "2",
+    }
+    server = start_server(port=free_port(), env=env, log_path=tmp_path / "server.log")
+    try:
+        _wait_for(lambda: len(re.findall(r"API process \S+ started", server.log())) >= 2, what="two API processes")
+        time.sleep(3)  # the second process's start-up (its lifespan) may still be running
+        headers = {"Authorization": f"Bearer {key['secret']}"}
+        statuses = [
+            httpx.post(f"{server.url}/v1/embeddings", json={"input": "hi"}, headers=headers, timeout=30).status_code
+            for _ in range(8)
+        ]
+        anonymous = httpx.post(f"{server.url}/v1/embeddings", json={"input": "hi"}, timeout=30)
+    finally:
+        server.stop()
+    assert statuses.count(200) == 4 and statuses.count(429) == 4, statuses
+    assert anonymous.status_code == 401
