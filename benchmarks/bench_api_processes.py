@@ -64,6 +64,7 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--workloads", default="short,medium,long,mixed,chat", help="which, comma-separated")
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="embedserve-bench-apiproc-"))
@@ -71,6 +72,7 @@ def main() -> None:
     tok = replica_tokenizer(model_dir)
     loads = workloads(tok, args.scale, args.seed)
     loads.append(Workload("chat", [t for w in loads[:1] for t in w.texts], per_request=1))
+    loads = [w for w in loads if w.name in args.workloads.split(",")]
     backend, dtype = args.engine.split(":")
     n = args.api_processes
     print(f"# {len(os.sched_getaffinity(0))} cores, load avg {os.getloadavg()}, replica {model_dir}")
