@@ -22,7 +22,8 @@ from tests.browser.conftest import minilm_dir
 from tests.integration import test_official_sdks
 from tests.integration.gateway.processes import create_key, start_server
 from tests.integration.test_shutdown import BURST, TEXTS, _burst_then_sigterm
-from tests.serverproc import REFERENCE_DIR, ServerProcess, free_port, running_server, spawn_server, wait_ready
+from tests.paths import REFERENCE_DIR
+from tests.serverproc import ServerProcess, free_port, running_server, spawn_server, wait_ready
 
 FAKE = ["--model", str(REFERENCE_DIR), "--backend", "fake", "--no-auth", "--api-processes", "2"]
 

@@ -13,7 +13,7 @@ from embedserve.engine.scheduler import Priority
 
 def _wire(frames: list[ipc.Buffer]) -> list[bytes]:
     """What ZeroMQ delivers: each frame's bytes."""
-    return [bytes(memoryview(f)) for f in frames]
+    return [f.tobytes() if isinstance(f, np.ndarray) else bytes(f) for f in frames]
 
 
 @pytest.mark.parametrize("priority", [Priority.ONLINE, Priority.BULK])
