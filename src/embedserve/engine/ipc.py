@@ -3,8 +3,8 @@ payloads are raw numpy buffers, never JSON or pickle of lists.
 
 A request is ``[header, ids, lengths]``: every input's token ids end to end as int32, then each input's length as
 int32. A reply is ``[header, payload]``: the ``(n, dim)`` float32 rows, or an error as a small JSON object (class
-name, message, param, headers), or one readiness byte. Each reply header also carries the engine's queue depth and
-queued tokens at that moment (what ``/metrics`` shows in an API process).
+name, message, param, headers, retry delay), or one readiness byte. Each reply header also carries the engine's
+queue depth and queued tokens at that moment (what ``/metrics`` shows in an API process).
 """
 
 from __future__ import annotations
@@ -87,7 +87,13 @@ def vectors_reply(seq: int, vectors: npt.NDArray[np.float32], *, depth: int, tok
 
 
 def error_reply(seq: int, exc: errors.EmbedServeError, *, depth: int, tokens: int) -> list[Buffer]:
-    body = {"class": type(exc).__name__, "message": exc.message, "param": exc.param, "headers": exc.headers}
+    body = {
+        "class": type(exc).__name__,
+        "message": exc.message,
+        "param": exc.param,
+        "headers": exc.headers,
+        "retry_after_s": exc.retry_after_s,
+    }
     return reply(Status.ERROR, seq, json.dumps(body).encode(), depth=depth, tokens=tokens)
 
 
@@ -102,9 +108,14 @@ def parse_vectors(frame: Buffer, *, dim: int) -> npt.NDArray[np.float32]:
 
 
 def parse_error(frame: Buffer) -> errors.EmbedServeError:
-    """The engine's error as the same class the single-process server raises (status, code, Retry-After kept)."""
+    """The engine's error as the same class the single-process server raises (status, code, retry delay kept)."""
     body = json.loads(bytes(frame))
     cls = getattr(errors, str(body.get("class")), None)
     if not (isinstance(cls, type) and issubclass(cls, errors.EmbedServeError)):
         cls = errors.EngineError
-    return cls(str(body["message"]), param=body.get("param"), headers=body.get("headers") or {})
+    return cls(
+        str(body["message"]),
+        param=body.get("param"),
+        headers=body.get("headers") or {},
+        retry_after_s=body.get("retry_after_s"),
+    )

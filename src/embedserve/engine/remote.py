@@ -38,7 +38,7 @@ ENGINE_DOWN = "The engine process is not running (it is being restarted); retry 
 
 
 def engine_down() -> ServiceUnavailableError:
-    return ServiceUnavailableError(ENGINE_DOWN, headers={"Retry-After": "1"})
+    return ServiceUnavailableError(ENGINE_DOWN, retry_after_s=1)
 
 
 class RemoteEngine:

@@ -40,13 +40,14 @@ def test_rows_come_back_bit_for_bit_with_the_queue_state() -> None:
     assert back.tobytes() == rows.tobytes()
 
 
-def test_an_engine_error_keeps_its_class_message_param_and_retry_after() -> None:
-    sent = errors.ServerOverloadedError("at capacity; retry in 3 s.", headers={"Retry-After": "3"})
+def test_an_engine_error_keeps_its_class_message_param_and_retry_delay() -> None:
+    sent = errors.ServerOverloadedError("at capacity; retry in 3 s.", retry_after_s=3, headers={"x-a": "b"})
     header, payload = _wire(ipc.error_reply(1, sent, depth=0, tokens=0))
     assert ipc.parse_reply_header(header).status is ipc.Status.ERROR
     got = ipc.parse_error(payload)
     assert type(got) is errors.ServerOverloadedError and got.status == 503
-    assert got.message == sent.message and got.headers == {"Retry-After": "3"} and got.param is None
+    assert got.message == sent.message and got.retry_after_s == 3 and got.param is None
+    assert got.headers == {"x-a": "b"}
 
 
 def test_an_unknown_error_class_becomes_an_engine_error() -> None:
