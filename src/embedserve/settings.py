@@ -110,6 +110,11 @@ class Settings(BaseSettings):
                 f"--api-processes {n} cannot serve --metrics-port: {n} processes cannot share one metrics port "
                 "(scrape /metrics with the admin key instead)"
             )
+        if n > 1 and self.ray_address:
+            raise ValueError(
+                f"--api-processes {n} cannot run batch jobs on Ray (--ray-address): each API process would start "
+                "its own Ray actors, each loading the model"
+            )
         return self
 
     @field_validator("admin_key")

@@ -136,6 +136,7 @@ def test_minilm_vectors_equal_one_process_s(tmp_path: Path) -> None:
         ([], "needs --redis-url"),  # API keys on, in-memory rate limits
         (["--no-auth", "--metrics-port", "9999"], "cannot serve --metrics-port"),
         (["--no-auth", "--api-processes", "0"], "api_processes"),
+        (["--no-auth", "--ray-address", "local"], "cannot run batch jobs on Ray"),
     ],
 )
 def test_unsafe_combinations_are_refused_at_start(
