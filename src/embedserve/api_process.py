@@ -7,15 +7,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import signal
 import socket
+import threading
 from multiprocessing.synchronize import Event
 from pathlib import Path
 
 import uvicorn
 
-from embedserve.engine.engine_process import watch_parent
+from embedserve.engine.engine_process import ORPHAN_GRACE_S, watch_parent
 from embedserve.engine.model_info import ModelInfo
 from embedserve.http_protocol import guarded_protocol
 from embedserve.logs import configure_logging
@@ -46,6 +46,7 @@ def uvicorn_config(settings: Settings, app: object, *, max_connections: int) -> 
 def run_api_process(
     settings: Settings,
     *,
+    parent: int,
     sock: socket.socket,
     endpoint: str,
     info: ModelInfo,
@@ -59,21 +60,27 @@ def run_api_process(
     from embedserve.metrics import Metrics
 
     configure_logging(level=settings.log_level, fmt=settings.log_format)
-    watch_parent(os.getppid())
+    watch_parent(parent, grace=settings.shutdown_timeout + ORPHAN_GRACE_S)
     engine = RemoteEngine(settings.engine, endpoint=endpoint, info=info, tokenizer_path=Path(tokenizer_path))
     app = create_app(settings, engine=engine, metrics=Metrics.create())
     server = uvicorn.Server(uvicorn_config(settings, app, max_connections=max_connections))
-    # As in one process: uvicorn re-raises the SIGTERM it caught after its graceful shutdown; a no-op lands it.
-    signal.signal(signal.SIGTERM, lambda *_: None)
-    asyncio.run(_serve(server, sock, started))
+    # As in one process, uvicorn re-raises the SIGTERM it caught after its graceful shutdown, and this handler lands
+    # it; one that arrives before uvicorn's own handlers are in place (still starting) is remembered, not lost.
+    early = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: early.set())
+    asyncio.run(_serve(server, sock, started, early))
 
 
-async def _serve(server: uvicorn.Server, sock: socket.socket, started: Event) -> None:
+async def _serve(server: uvicorn.Server, sock: socket.socket, started: Event, early: threading.Event) -> None:
+    if early.is_set():
+        return  # told to stop before serving anything
     serving = asyncio.create_task(server.serve(sockets=[sock]))
     while not server.started and not serving.done():
         await asyncio.sleep(0.05)
     if server.started:
         started.set()
+        if early.is_set():
+            server.should_exit = True  # told to stop while starting
     await serving
     if not server.started:
         raise SystemExit(3)  # the lifespan failed (its reason is logged): as uvicorn's own run() exits

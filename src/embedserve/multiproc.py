@@ -108,6 +108,7 @@ class Supervisor:
         receiver, sender = self._mp.Pipe(duplex=False)
         kwargs = {
             "settings": self.settings.engine,
+            "parent": os.getpid(),
             "endpoint": self.endpoint,
             "conn": sender,
             "shutdown_timeout": self.settings.shutdown_timeout,
@@ -146,6 +147,7 @@ class Supervisor:
         kwargs = {
             "target": run_api_process,
             "settings": self.settings,
+            "parent": os.getpid(),
             "sock": self._sock,
             "endpoint": self.endpoint,
             "info": self._model[0],

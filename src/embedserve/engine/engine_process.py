@@ -30,11 +30,13 @@ from embedserve.settings import EngineSettings, LogFormat
 logger = logging.getLogger(__name__)
 
 PARENT_CHECK_SECONDS = 0.5
+ORPHAN_GRACE_S = 15.0  # past the shutdown timeout, before an orphan that has not stopped exits at once
 
 
 def run_engine_process(
     settings: EngineSettings,
     *,
+    parent: int,
     endpoint: str,
     conn: Connection,
     shutdown_timeout: float,
@@ -44,17 +46,21 @@ def run_engine_process(
     """The process's target (spawned): serve until SIGTERM."""
     configure_logging(level=log_level, fmt=log_fmt)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    watch_parent(os.getppid())
+    watch_parent(parent, grace=shutdown_timeout + ORPHAN_GRACE_S)
     asyncio.run(serve_engine(Engine(settings), endpoint=endpoint, conn=conn, shutdown_timeout=shutdown_timeout))
 
 
-def watch_parent(parent: int) -> None:
-    """A parent killed with SIGKILL cannot stop its children: this one then stops itself gracefully."""
+def watch_parent(parent: int, *, grace: float) -> None:
+    """A parent killed with SIGKILL cannot stop its children: this one then stops itself gracefully (SIGTERM), and
+    for good if that has not ended it within ``grace`` seconds. ``parent`` is the pid the parent passed down: read
+    here, getppid could already name the process that adopted this one."""
 
     def watch() -> None:
         while os.getppid() == parent:
             time.sleep(PARENT_CHECK_SECONDS)
         os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(grace)
+        os._exit(1)
 
     threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
