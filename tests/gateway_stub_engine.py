@@ -5,15 +5,13 @@ inference refunds its reservation.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from tokenizers import Tokenizer
 
 from embedserve.engine.backends.fake import FakeBackend
 from embedserve.engine.engine import Engine
 from embedserve.settings import EngineSettings
+from tests.paths import REFERENCE_DIR
 
-REFERENCE_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "reference" / "bge-large-en-v1.5"
 FAIL_TOKEN = "FAIL"
 
 
