@@ -17,9 +17,10 @@ from typing import Any, BinaryIO
 import sqlalchemy as sa
 
 from embedserve.accounting.store import Store
+from embedserve.batch.jobs import ACTIVE
 from embedserve.batch.owner import Owner
 from embedserve.batch.storage import Storage, atomic_writer
-from embedserve.batch.tables import files
+from embedserve.batch.tables import files, jobs
 from embedserve.errors import InvalidRequestError, NotFoundError, RequestTooLargeError
 
 BLOCK = 1 << 20
@@ -136,7 +137,13 @@ class FileStore:
         return self.storage.root / record.path
 
     async def delete(self, file_id: str, *, owner: Owner) -> None:
+        """Delete a file no active batch reads; the check and the delete hold the file's row against a racing
+        batch create (which takes the same row before filing its job)."""
         record = await self.get(file_id, owner=owner)
         async with self.store.begin() as conn:
+            await conn.execute(sa.select(files.c.id).where(files.c.id == record.id).with_for_update())
+            query = sa.select(jobs.c.id).where(jobs.c.input_file_id == record.id, jobs.c.status.in_(ACTIVE)).limit(1)
+            if (await conn.execute(query)).first() is not None:
+                raise InvalidRequestError(f"File '{file_id}' is the input of a batch still running; cancel it first.")
             await conn.execute(files.delete().where(files.c.id == record.id))
-        self.path_of(record).unlink(missing_ok=True)
+        await asyncio.to_thread(self.path_of(record).unlink, missing_ok=True)

@@ -19,7 +19,7 @@ import sqlalchemy as sa
 
 from embedserve.accounting.store import Store
 from embedserve.batch.owner import Owner
-from embedserve.batch.tables import jobs
+from embedserve.batch.tables import files, jobs
 from embedserve.errors import InvalidRequestError, NotFoundError
 
 VALIDATING, IN_PROGRESS, FINALIZING, COMPLETED = "validating", "in_progress", "finalizing", "completed"
@@ -55,6 +55,7 @@ class JobRecord:
     hold_id: str | None
     claimed_by: str | None
     lease_until: float | None
+    attempts: int
     created_at: float
     expires_at: float
     in_progress_at: float | None
@@ -87,6 +88,10 @@ class JobStore:
         now = time.time()
         job_id = f"batch_{uuid.uuid4().hex}"
         async with self.store.begin() as conn:
+            # Locks the file's row against a delete racing this create (which checks for active jobs under it).
+            source = sa.select(files.c.id).where(files.c.id == input_file_id).with_for_update(read=True)
+            if (await conn.execute(source)).first() is None:
+                raise NotFoundError(f"No such file: '{input_file_id}'.", param="input_file_id")
             await conn.execute(
                 jobs.insert().values(
                     id=job_id, key_id=owner.key_id, input_file_id=input_file_id, endpoint=endpoint,

@@ -56,7 +56,7 @@ async def commit_chunk(
                 .values(
                     completed=jobs.c.completed + len(ok), failed=jobs.c.failed + len(outcomes) - len(ok),
                     inputs_done=jobs.c.inputs_done + inputs, tokens_done=jobs.c.tokens_done + tokens,
-                    credits_done=jobs.c.credits_done + credits, lease_until=now + lease_s,
+                    credits_done=jobs.c.credits_done + credits, lease_until=now + lease_s, attempts=0,
                 )
             )  # fmt: skip
             if updated.rowcount != 1:

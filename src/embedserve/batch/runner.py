@@ -15,12 +15,13 @@ import socket
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import sqlalchemy as sa
 
 from embedserve.accounting.holds import hold_in, release_in
 from embedserve.batch import jobs as states
+from embedserve.batch.failures import RetryPolicy, back_off, fail_job, permanent_error
 from embedserve.batch.files import FileRecord, FileStore
 from embedserve.batch.jobs import JobRecord, JobStore
 from embedserve.batch.lines import BatchLine, LineOutcome, LineRunner, expired_line, parse_line
@@ -28,7 +29,7 @@ from embedserve.batch.progress import LostClaim, commit_chunk, done_chunks
 from embedserve.batch.storage import atomic_writer
 from embedserve.batch.tables import files, jobs
 from embedserve.batch.validate import MAX_REPORTED, JobLimits, Validation, iter_raw_lines, validate
-from embedserve.errors import InsufficientQuotaError
+from embedserve.errors import EmbedServeError
 
 logger = logging.getLogger(__name__)
 STOP_TIMEOUT_S = 10.0
@@ -42,6 +43,7 @@ class RunnerConfig:
     lease_s: float
     poll_s: float
     clock: Callable[[], float] = time.time  # wall time, for the completion window (tests inject one)
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
 
 
 def new_holder() -> str:
@@ -106,9 +108,11 @@ class JobDriver:
             return await self._fail(job, [p.as_error() for p in result.problems], total=result.total)
         try:
             await self._start(job, result)
-        except InsufficientQuotaError as exc:
-            return await self._fail(job, [{"code": exc.code, "message": exc.message, "param": None, "line": None}],
-                                    total=result.total)  # fmt: skip
+        except EmbedServeError as exc:  # a short balance, a key revoked meanwhile: fails the job, never retried
+            error = permanent_error(exc)
+            if error is None:
+                raise
+            return await self._fail(job, [error], total=result.total)
         return await self.jobs.reload(job.id)
 
     async def _start(self, job: JobRecord, result: Validation) -> None:
@@ -233,6 +237,21 @@ class JobDriver:
         logger.info("batch %s expired with %d lines not run", job.id, count)
         return name if count else None
 
+    async def recover(self, job: JobRecord, exc: Exception) -> bool:
+        """After ``drive`` raised: fail the job, or back off; True when the job's lease now holds a back-off."""
+        error = permanent_error(exc)
+        if error is None:
+            attempts = await back_off(self.jobs.store, job.id, holder=self.holder, policy=self.config.retry)
+            if attempts < self.config.retry.max_attempts:
+                logger.warning("batch %s: attempt %d failed (%s); retried in %.0f s", job.id, attempts,
+                               type(exc).__name__, self.config.retry.delay(attempts))  # fmt: skip
+                return attempts > 0
+            message = f"The batch failed {attempts} times in a row for a server-side reason; it was stopped."
+            error = {"code": "server_error", "message": message, "param": None, "line": None}
+        if await fail_job(self.jobs.store, self.files.storage, job.id, [error]):
+            logger.warning("batch %s failed: %s", job.id, error["message"])
+        return False
+
     def _concatenate(self, job_id: str, names: list[str], path: os.PathLike[str]) -> tuple[int, int]:
         from pathlib import Path
 
@@ -317,19 +336,29 @@ class BatchWorker:
 
     async def _work(self, job: JobRecord) -> None:
         keeper = asyncio.create_task(self._keep(job.id))
+        backing_off = False
         try:
             await self.driver.drive(job)
         except LostClaim:
             logger.warning("batch %s: claim lost to another replica; leaving it", job.id)
         except asyncio.CancelledError:
             raise
-        except Exception:
-            logger.exception("batch %s failed while running; it will be retried from its last chunk", job.id)
-            await asyncio.sleep(max(self.driver.config.poll_s, min(30.0, self.driver.config.lease_s)))
+        except Exception as exc:
+            if not isinstance(exc, EmbedServeError):  # ours are explained in one line by ``recover``
+                logger.exception("batch %s: unexpected error while running", job.id)
+            keeper.cancel()  # a renewal after the back-off is written would cut the back-off short
+            with contextlib.suppress(asyncio.CancelledError):
+                await keeper
+            try:
+                backing_off = await self.driver.recover(job, exc)
+            except Exception as again:  # the store is down too: the lease runs out and the job is claimed again
+                logger.warning("batch %s: could not record its failure (%r)", job.id, again)
+                backing_off = True
         finally:
             keeper.cancel()
-            with contextlib.suppress(Exception, asyncio.CancelledError):
-                await asyncio.shield(self.driver.jobs.release(job.id, holder=self.driver.holder))
+            if not backing_off:
+                with contextlib.suppress(Exception, asyncio.CancelledError):
+                    await asyncio.shield(self.driver.jobs.release(job.id, holder=self.driver.holder))
 
     async def _keep(self, job_id: str) -> None:
         config = self.driver.config

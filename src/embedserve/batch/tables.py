@@ -1,4 +1,4 @@
-"""The bulk-job tables (SQLAlchemy Core), created by migration 0002 in the accounting store's chain.
+"""The bulk-job tables (SQLAlchemy Core), created by migrations 0002 and 0003 in the accounting store's chain.
 
 Times are float epoch seconds, as in the accounting tables. JSON columns (``errors``, ``metadata``) are text.
 """
@@ -49,7 +49,8 @@ jobs = sa.Table(
     sa.Column("chunk_lines", sa.Integer, nullable=False, server_default="64"),
     sa.Column("hold_id", sa.String(36), nullable=True),
     sa.Column("claimed_by", sa.String(64), nullable=True),
-    sa.Column("lease_until", sa.Float, nullable=True),
+    sa.Column("lease_until", sa.Float, nullable=True),  # also the end of a back-off after a transient failure
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),  # transient failures since progress (0003)
     sa.Column("created_at", sa.Float, nullable=False),
     sa.Column("expires_at", sa.Float, nullable=False),
     sa.Column("in_progress_at", sa.Float, nullable=True),
