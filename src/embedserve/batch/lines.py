@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -18,10 +19,11 @@ import numpy.typing as npt
 import orjson
 
 from embedserve.engine.scheduler import Priority
-from embedserve.errors import EmbedServeError, EngineError
+from embedserve.errors import EmbedServeError, EngineError, ServerOverloadedError
 from embedserve.service import EmbeddingService, EmbedRequest, EmbedResult, Prepared
 
 logger = logging.getLogger(__name__)
+MAX_OVERLOAD_WAIT_S = 30.0
 
 
 class LineCodec(Protocol):
@@ -93,6 +95,14 @@ class LineOutcome:
     tokens: int = 0
     credits: int = 0
     vectors: npt.NDArray[np.float32] | None = None  # kept only when the runner is asked to (Parquet output)
+
+
+def _retry_after(exc: EmbedServeError) -> float:
+    try:
+        seconds = float(exc.headers.get("Retry-After", "1"))
+    except ValueError:
+        seconds = 1.0
+    return min(max(seconds, 0.05), MAX_OVERLOAD_WAIT_S)
 
 
 def result_line(*, custom_id: str, request_id: str, status_code: int, body: Mapping[str, Any]) -> bytes:
@@ -170,7 +180,7 @@ class LineRunner:
             return ready
         line, request_id, prepared = ready.line, ready.request_id, ready.prepared
         try:
-            result = await self.service.embed_prepaid(prepared, credits=ready.credits, priority=self.priority)
+            result = await self._embed_waiting(prepared, ready.credits)
         except EmbedServeError as exc:
             return self._failed(line, request_id, exc)
         except Exception:
@@ -185,6 +195,16 @@ class LineRunner:
     def _unexpected(self, line: BatchLine, request_id: str) -> LineOutcome:
         logger.exception("batch line %d failed unexpectedly", line.number)
         return self._failed(line, request_id, EngineError("The server had an error processing this line."))
+
+    async def _embed_waiting(self, prepared: Prepared, credits: int) -> EmbedResult:
+        """Bulk work waits out an engine at capacity (its Retry-After) and tries again: a full queue is the engine
+        being busy, never the line's result."""
+        while True:
+            try:
+                return await self.service.embed_prepaid(prepared, credits=credits, priority=self.priority)
+            except ServerOverloadedError as exc:
+                wait = _retry_after(exc)
+            await asyncio.sleep(wait * random.uniform(1.0, 1.5))  # spread a chunk's lines' retries apart
 
     def _failed(self, line: BatchLine, request_id: str, exc: EmbedServeError) -> LineOutcome:
         body = self.codec.error_body(exc)
