@@ -24,6 +24,7 @@ from embedserve.service import EmbeddingService, EmbedRequest, EmbedResult, Prep
 
 logger = logging.getLogger(__name__)
 MAX_OVERLOAD_WAIT_S = 30.0
+INLINE_BODY_BYTES = 64 * 1024  # a bigger body is validated in a thread (as the online route does past 64 KiB)
 
 
 class LineCodec(Protocol):
@@ -47,6 +48,7 @@ class BatchLine:
     number: int  # 1-based line number in the input file
     custom_id: str
     body: Mapping[str, Any]
+    size: int = 0  # bytes of the input line
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,7 +85,7 @@ def parse_line(raw: bytes, *, number: int, endpoint: str) -> BatchLine | LinePro
     body = obj.get("body")
     if not isinstance(body, dict):
         return LineProblem(number, "missing_required_parameter", f"Line {number} has no object 'body'.", "body")
-    return BatchLine(number=number, custom_id=custom_id, body=body)
+    return BatchLine(number=number, custom_id=custom_id, body=body, size=len(raw))
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,7 +156,7 @@ class LineRunner:
     async def judge(self, line: BatchLine) -> tuple[int, int, int] | None:
         """(inputs, tokens, credits) the line will cost, or None when it will fail (and cost nothing)."""
         try:
-            request, _ = self.codec.parse(line.body, request_id="validation")
+            request, _ = await self._parse(line, request_id="validation")
             prepared = await self.service.prepare(request)
         except EmbedServeError:
             return None
@@ -167,7 +169,7 @@ class LineRunner:
     async def _prepare(self, line: BatchLine) -> _Ready | LineOutcome:
         request_id = f"req_{uuid.uuid4().hex}"
         try:
-            request, encoding_format = self.codec.parse(line.body, request_id=request_id)
+            request, encoding_format = await self._parse(line, request_id=request_id)
             prepared = await self.service.prepare(request)
         except EmbedServeError as exc:
             return self._failed(line, request_id, exc)
@@ -195,6 +197,11 @@ class LineRunner:
     def _unexpected(self, line: BatchLine, request_id: str) -> LineOutcome:
         logger.exception("batch line %d failed unexpectedly", line.number)
         return self._failed(line, request_id, EngineError("The server had an error processing this line."))
+
+    async def _parse(self, line: BatchLine, *, request_id: str) -> tuple[EmbedRequest, str]:
+        if line.size <= INLINE_BODY_BYTES:
+            return self.codec.parse(line.body, request_id=request_id)
+        return await asyncio.to_thread(self.codec.parse, line.body, request_id=request_id)
 
     async def _embed_waiting(self, prepared: Prepared, credits: int) -> EmbedResult:
         """Bulk work waits out an engine at capacity (its Retry-After) and tries again: a full queue is the engine

@@ -8,14 +8,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import logging
 import os
 import socket
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncGenerator, Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import sqlalchemy as sa
 
@@ -54,21 +56,34 @@ def _output_id(job_id: str, kind: str) -> str:
     return f"file-{uuid.uuid5(uuid.NAMESPACE_URL, f'embedserve:{job_id}:{kind}').hex}"
 
 
-def _chunks_of(job: JobRecord, path: os.PathLike[str] | str, done: set[int]) -> Iterator[tuple[int, list[bytes]]]:
-    from pathlib import Path
+def _next_chunk(lines: Iterator[tuple[int, bytes]], *, size: int, seq: int, done: set[int]) -> tuple[int, list[bytes]]:
+    """The first chunk from ``seq`` on that is not done, or (seq, []) at the end; blocking, so called in a thread
+    (on resume, the done chunks are read past here, off the event loop)."""
+    while True:
+        raws = [raw for _, raw in itertools.islice(lines, size)]
+        if not raws or seq not in done:
+            return seq, raws
+        seq += 1
 
-    group: list[bytes] = []
-    index = 0
-    for _number, raw in iter_raw_lines(Path(path)):
-        group.append(raw)
-        index += 1
-        if len(group) == job.chunk_lines:
-            seq = index // job.chunk_lines - 1
-            if seq not in done:
-                yield seq, group
-            group = []
-    if group and (index // job.chunk_lines) not in done:
-        yield index // job.chunk_lines, group
+
+async def _chunks_of(job: JobRecord, path: Path, done: set[int]) -> AsyncGenerator[tuple[int, list[bytes]], None]:
+    seq = 0
+    with contextlib.closing(iter_raw_lines(path)) as lines:
+        while True:
+            seq, raws = await asyncio.to_thread(_next_chunk, lines, size=job.chunk_lines, seq=seq, done=done)
+            if not raws:
+                return
+            yield seq, raws
+            seq += 1
+
+
+def _parse_chunk(raws: list[bytes], *, first: int, endpoint: str) -> list[BatchLine]:
+    lines = []
+    for offset, raw in enumerate(raws):
+        parsed = parse_line(raw, number=first + offset + 1, endpoint=endpoint)
+        assert isinstance(parsed, BatchLine), "validated lines parse"
+        lines.append(parsed)
+    return lines
 
 
 class JobDriver:
@@ -158,16 +173,17 @@ class JobDriver:
         done = {c.seq for c in await done_chunks(self.jobs.store, job.id)}
         running: set[asyncio.Task[None]] = set()
         try:
-            for seq, raws in _chunks_of(job, self.files.path_of(source), done):
-                job = await self.jobs.reload(job.id)
-                if job.status != states.IN_PROGRESS or self._expired(job):
-                    break
-                while len(running) >= CHUNKS_IN_FLIGHT:
-                    finished, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
-                    for task in finished:
-                        running.discard(task)
-                        task.result()
-                running.add(asyncio.create_task(self._chunk(job, seq, raws)))
+            async with contextlib.aclosing(_chunks_of(job, self.files.path_of(source), done)) as chunks:
+                async for seq, raws in chunks:
+                    job = await self.jobs.reload(job.id)
+                    if job.status != states.IN_PROGRESS or self._expired(job):
+                        break
+                    while len(running) >= CHUNKS_IN_FLIGHT:
+                        finished, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+                        for task in finished:
+                            running.discard(task)
+                            task.result()
+                    running.add(asyncio.create_task(self._chunk(job, seq, raws)))
             for task in running:
                 await task
         finally:
@@ -185,12 +201,7 @@ class JobDriver:
         return job
 
     async def _chunk(self, job: JobRecord, seq: int, raws: list[bytes]) -> None:
-        first = seq * job.chunk_lines
-        lines = []
-        for offset, raw in enumerate(raws):
-            parsed = parse_line(raw, number=first + offset + 1, endpoint=job.endpoint)
-            assert isinstance(parsed, BatchLine), "validated lines parse"
-            lines.append(parsed)
+        lines = await asyncio.to_thread(_parse_chunk, raws, first=seq * job.chunk_lines, endpoint=job.endpoint)
         outcomes: list[LineOutcome] = await self.lines.run_many(lines)
         await commit_chunk(
             self.jobs.store, self.files.storage, job_id=job.id, hold_id=job.hold_id, holder=self.holder, seq=seq,
@@ -224,14 +235,19 @@ class JobDriver:
 
         def write() -> int:
             count = 0
-            with atomic_writer(self.files.storage.job_dir(job.id) / name) as out:
-                for seq, raws in _chunks_of(job, path, done):
-                    for offset, raw in enumerate(raws):
-                        parsed = parse_line(raw, number=seq * job.chunk_lines + offset + 1, endpoint=job.endpoint)
-                        assert isinstance(parsed, BatchLine), "validated lines parse"
-                        out.write(expired_line(parsed.custom_id))
+            seq = 0
+            with (
+                atomic_writer(self.files.storage.job_dir(job.id) / name) as out,
+                contextlib.closing(iter_raw_lines(path)) as lines,
+            ):
+                while True:  # the chunks not run, as ``_chunks_of`` reads them (this whole loop is in one thread)
+                    seq, raws = _next_chunk(lines, size=job.chunk_lines, seq=seq, done=done)
+                    if not raws:
+                        return count
+                    for line in _parse_chunk(raws, first=seq * job.chunk_lines, endpoint=job.endpoint):
+                        out.write(expired_line(line.custom_id))
                         count += 1
-            return count
+                    seq += 1
 
         count = await asyncio.to_thread(write)
         logger.info("batch %s expired with %d lines not run", job.id, count)

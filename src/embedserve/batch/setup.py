@@ -81,7 +81,11 @@ def build_batches(settings: Settings, *, service: EmbeddingService, codec: LineC
         rate = settings.credits_per_1k_tokens
         lines = _line_runner(settings, service=service, codec=codec, rate=rate)
         config = RunnerConfig(
-            limits=JobLimits(max_requests=settings.batch_max_requests, max_inputs=settings.batch_max_inputs),
+            limits=JobLimits(
+                max_requests=settings.batch_max_requests,
+                max_inputs=settings.batch_max_inputs,
+                max_line_bytes=settings.max_body_bytes,
+            ),
             lease_s=settings.batch_lease_seconds,
             poll_s=settings.batch_poll_seconds,
         )
