@@ -3,6 +3,7 @@ with its counters and its share of the job's credits, so a chunk is counted and 
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -43,8 +44,13 @@ async def commit_chunk(
     outcomes: Sequence[LineOutcome], lease_s: float,
 ) -> None:  # fmt: skip
     tag = holder.rsplit(":", 1)[-1][:12]
-    out_part = _write_part(storage, job_id, f"{seq:07d}-{tag}.out", [o.data for o in outcomes if o.ok])
-    err_part = _write_part(storage, job_id, f"{seq:07d}-{tag}.err", [o.data for o in outcomes if not o.ok])
+    # fsync takes milliseconds to seconds on a busy disk: never on the event loop
+    out_part = await asyncio.to_thread(
+        _write_part, storage, job_id, f"{seq:07d}-{tag}.out", [o.data for o in outcomes if o.ok]
+    )
+    err_part = await asyncio.to_thread(
+        _write_part, storage, job_id, f"{seq:07d}-{tag}.err", [o.data for o in outcomes if not o.ok]
+    )
     ok = [o for o in outcomes if o.ok]
     inputs, tokens, credits = sum(o.inputs for o in ok), sum(o.tokens for o in ok), sum(o.credits for o in ok)
     now = time.time()

@@ -227,7 +227,7 @@ class JobDriver:
                 bytes=size, lines=lines, path=str(path.relative_to(storage.root)), created_at=time.time(),
             )  # fmt: skip
         await self._close(job, records)
-        storage.remove_job_dir(job.id)
+        await asyncio.to_thread(storage.remove_job_dir, job.id)
 
     async def _write_expired(self, job: JobRecord, done: set[int]) -> str | None:
         path = self.files.path_of(await self._input(job))
