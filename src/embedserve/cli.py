@@ -77,7 +77,10 @@ _SERVER_FLAGS: dict[str, dict[str, Any]] = {
     "--log-format": {"choices": ["text", "json"]},
     "--shutdown-timeout": {"type": float, "help": "seconds to finish queued work on SIGTERM"},
     "--header-timeout-seconds": {"type": float, "help": "a request's headers must arrive within this (default 10)"},
-    "--body-timeout-seconds": {"type": float, "help": "and its body within this of its headers (default 60)"},
+    "--body-timeout-seconds": {
+        "type": float,
+        "help": "its body may pause at most this long (default 60)",
+    },
     "--max-connections": {"type": int, "help": "open connections past this get 503 (default: file limit - 10%%)"},
     "--metrics-port": {"type": int, "help": "serve /metrics openly on this port"},
     "--ray-address": {"help": "run API batch jobs on this Ray cluster (`local`: start one; default $RAY_ADDRESS)"},

@@ -3,8 +3,10 @@ its protocol-level 400 (a malformed request line, a bad ``Content-Length``) in t
 
 uvicorn has no header-read timeout: a client that trickles its headers holds a connection, and a file descriptor,
 forever (1,100 such connections under a 1,024 file limit made a normal request wait 29 s). Here a request must send
-its headers within ``header_timeout`` of its first byte (or of the connection opening) and its body within
-``body_timeout`` of its headers (time the server itself spends not reading, under flow control, does not count);
+its headers within ``header_timeout`` of its first byte (or of the connection opening), and no more than
+``body_timeout`` may pass without a byte of its body (an inactivity timeout, re-armed by each body chunk: a 200 MB
+upload at a steady 1 MB/s is fine, a stalled one is cut; time the server itself spends not reading, under flow
+control, does not count);
 past ``max_connections`` open connections a new one is answered 503 and closed at once.
 """
 
@@ -41,6 +43,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         super().__init__(*args, **kwargs)
         self._deadline: asyncio.TimerHandle | None = None
         self._waiting_for = ""
+        self._last_body = 0.0  # loop time of the last body chunk: the body deadline counts from it
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -73,6 +76,11 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         if self._waiting_for == "body" and self.flow.read_paused:  # we are the slow side: wait with the client
             self._arm(self.body_timeout, "body")
             return
+        if self._waiting_for == "body":  # bytes came meanwhile: wait body_timeout from the last of them
+            left = self._last_body + self.body_timeout - self.loop.time()
+            if left > 0:
+                self._arm(left, "body")
+                return
         logger.info("closing a connection that did not send its %s in time", self._waiting_for)
         self.transport.close()
 
@@ -82,8 +90,13 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self._arm(self.header_timeout, "headers")
 
     def on_headers_complete(self) -> None:
+        self._last_body = self.loop.time()
         self._arm(self.body_timeout, "body")
         super().on_headers_complete()
+
+    def on_body(self, body: bytes) -> None:
+        self._last_body = self.loop.time()  # cheaper than re-arming a timer per chunk; _expire reads it
+        super().on_body(body)
 
     def on_message_complete(self) -> None:
         self._disarm()

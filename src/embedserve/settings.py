@@ -69,7 +69,7 @@ class Settings(BaseSettings):
     log_level: str = "info"
     log_format: LogFormat = "text"
     shutdown_timeout: float = Field(default=30.0, ge=0)
-    # a request's headers must arrive within this of its first byte, its body within body_timeout of its headers
+    # a request's headers must arrive within this of its first byte; its body may pause at most body_timeout
     header_timeout_seconds: float = Field(default=10.0, gt=0)
     body_timeout_seconds: float = Field(default=60.0, gt=0)
     max_connections: int | None = Field(default=None, ge=1)  # None: the file limit less 10% (at least 64)
