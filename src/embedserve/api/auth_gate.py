@@ -14,11 +14,29 @@ from embedserve.api.deps import bearer_token, get_gateway
 from embedserve.api.errors import error_response
 
 KEYED_PATHS = frozenset({"/v1/embeddings", "/embeddings", "/v1/files", "/v1/batches"})  # POSTs with a body
+ADMIN_TOO = frozenset({"/v1/files", "/v1/batches"})  # the admin key sees (and may make) every file and batch
 ADMIN_PREFIX = "/admin"
 
 
 def _needs_admin(path: str) -> bool:
     return path == ADMIN_PREFIX or path.startswith(ADMIN_PREFIX + "/")
+
+
+async def _caller(request: Request, *, path: str) -> dict[str, object]:
+    """The key's principal; for files and batches, failing that, the admin key (it sees and makes them all)."""
+    gateway, token = get_gateway(request), bearer_token(request)
+    try:
+        return {"principal": await gateway.authenticate(token)}
+    except errors.AuthenticationError:
+        if path not in ADMIN_TOO:
+            raise
+        try:
+            await gateway.authenticate_admin(token)
+        except errors.EmbedServeError:
+            pass
+        else:
+            return {"admin": True}
+        raise
 
 
 class AuthGateMiddleware:
@@ -37,8 +55,7 @@ class AuthGateMiddleware:
                 await gateway.authenticate_admin(bearer_token(request))
                 scope.setdefault("state", {})["admin"] = True
             elif scope.get("method") == "POST":
-                principal = await gateway.authenticate(bearer_token(request))
-                scope.setdefault("state", {})["principal"] = principal
+                scope.setdefault("state", {}).update(await _caller(request, path=path))
         except errors.EmbedServeError as exc:
             response = error_response(exc, request)
             # Close rather than drain: the server would otherwise read (and discard) the whole unwanted upload.
