@@ -10,7 +10,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from embedserve.api.batch_deps import get_batches, get_owner
 from embedserve.batch.jobs import JobRecord
@@ -18,6 +18,7 @@ from embedserve.batch.owner import Owner
 
 router = APIRouter(tags=["batches"])
 OwnerDep = Annotated[Owner, Depends(get_owner)]
+MAX_METADATA_PAIRS, MAX_METADATA_KEY, MAX_METADATA_VALUE = 16, 64, 512  # OpenAI's limits
 
 
 class BatchCreate(BaseModel):
@@ -26,7 +27,17 @@ class BatchCreate(BaseModel):
     input_file_id: str
     endpoint: str
     completion_window: str
-    metadata: dict[str, str] | None = Field(default=None, max_length=16)
+    metadata: dict[str, str] | None = Field(default=None, max_length=MAX_METADATA_PAIRS)
+
+    @field_validator("metadata")
+    @classmethod
+    def _openai_metadata_limits(cls, value: dict[str, str] | None) -> dict[str, str] | None:
+        for key, item in (value or {}).items():
+            if len(key) > MAX_METADATA_KEY:
+                raise ValueError(f"keys are at most {MAX_METADATA_KEY} characters (one has {len(key)})")
+            if len(item) > MAX_METADATA_VALUE:
+                raise ValueError(f"values are at most {MAX_METADATA_VALUE} characters (one has {len(item)})")
+        return value
 
 
 def _time(value: float | None) -> int | None:
