@@ -31,7 +31,7 @@ from embedserve.batch.progress import LostClaim, commit_chunk, done_chunks
 from embedserve.batch.storage import atomic_writer
 from embedserve.batch.tables import files, jobs
 from embedserve.batch.validate import MAX_REPORTED, JobLimits, Validation, iter_raw_lines, validate
-from embedserve.errors import EmbedServeError
+from embedserve.errors import EmbedServeError, StoreUnavailableError
 
 logger = logging.getLogger(__name__)
 STOP_TIMEOUT_S = 10.0
@@ -315,6 +315,7 @@ class BatchWorker:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
+        self._store_down = False
 
     def start(self) -> None:
         self._stopping = False
@@ -338,6 +339,12 @@ class BatchWorker:
         while not self._stopping:
             try:
                 job = await self.driver.jobs.claim(holder=self.driver.holder, lease_s=config.lease_s)
+                self._store_down = False
+            except StoreUnavailableError:  # one line per outage, not a traceback per poll
+                if not self._store_down:
+                    logger.warning("batch worker: the store is unavailable; no job is claimed until it answers")
+                self._store_down = True
+                job = None
             except Exception:
                 logger.exception("batch claim failed")
                 job = None
