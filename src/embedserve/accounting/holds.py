@@ -8,13 +8,16 @@ whatever crashes. The gateway's reconciler only refunds ``reserved`` rows: a hol
 
 from __future__ import annotations
 
+import logging
 import uuid
 
+import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from embedserve.accounting.credits import CHARGED, REFUNDED, _credits, close_and_refund_in, debit_in, refuse_in, utc_day
 from embedserve.accounting.schema import ledger
 
+logger = logging.getLogger(__name__)
 HELD = "held"
 HOLDER = "hold"  # the ledger's instance_id for holds: no gateway instance owns them
 
@@ -45,8 +48,18 @@ async def hold_in(
 
 async def settle_part_in(
     conn: AsyncConnection, hold_id: str, *, request_id: str, inputs: int, tokens: int, credits: int, at: float
-) -> None:
-    """Move ``credits`` from the hold into a charged row for one completed part (no balance change)."""
+) -> int:
+    """Move ``credits`` from the hold into a charged row for one completed part (no balance change); a part that
+    costs more than the hold has left is charged what is left (the key was debited the held price, never more).
+    Returns the credits charged."""
+    left = (
+        await conn.execute(
+            sa.select(ledger.c.credits).where(ledger.c.id == hold_id, ledger.c.status == HELD).with_for_update()
+        )
+    ).scalar()
+    if left is not None and left < credits:
+        logger.warning("credit hold %s: a part costs %d, %d left; charging %d", hold_id, credits, left, left)
+        credits = left
     row = (
         await conn.execute(
             ledger.update()
@@ -60,7 +73,7 @@ async def settle_part_in(
         )
     ).first()
     if row is None:
-        raise RuntimeError(f"credit hold {hold_id} is closed or holds fewer than {credits} credits")
+        raise RuntimeError(f"credit hold {hold_id} is closed")
     await conn.execute(
         ledger.insert().values(
             id=str(uuid.uuid4()), key_id=row.key_id, request_id=request_id[:128], model=row.model, inputs=inputs,
@@ -68,6 +81,7 @@ async def settle_part_in(
             day=utc_day(at),
         )
     )  # fmt: skip
+    return credits
 
 
 async def release_in(conn: AsyncConnection, hold_id: str, *, at: float) -> int:

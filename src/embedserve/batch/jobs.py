@@ -53,6 +53,7 @@ class JobRecord:
     credits_done: int
     chunk_lines: int
     hold_id: str | None
+    credits_per_1k: float | None
     claimed_by: str | None
     lease_until: float | None
     attempts: int

@@ -163,10 +163,11 @@ class LineRunner:
         tokens = sum(prepared.token_counts)
         return len(prepared.encodings), tokens, self.price(tokens)
 
-    async def run(self, line: BatchLine) -> LineOutcome:
-        return (await self.run_many([line]))[0]
+    async def run(self, line: BatchLine, *, price: Callable[[int], int] | None = None) -> LineOutcome:
+        """``price``: the price the line's credits were held at (a job's), if not this runner's own."""
+        return (await self.run_many([line], price=price))[0]
 
-    async def _prepare(self, line: BatchLine) -> _Ready | LineOutcome:
+    async def _prepare(self, line: BatchLine, price: Callable[[int], int]) -> _Ready | LineOutcome:
         request_id = f"req_{uuid.uuid4().hex}"
         try:
             request, encoding_format = await self._parse(line, request_id=request_id)
@@ -175,7 +176,7 @@ class LineRunner:
             return self._failed(line, request_id, exc)
         except Exception:
             return self._unexpected(line, request_id)
-        return _Ready(line, request_id, encoding_format, prepared, self.price(sum(prepared.token_counts)))
+        return _Ready(line, request_id, encoding_format, prepared, price(sum(prepared.token_counts)))
 
     async def _embed(self, ready: _Ready | LineOutcome) -> LineOutcome:
         if isinstance(ready, LineOutcome):
@@ -218,8 +219,11 @@ class LineRunner:
         data = result_line(custom_id=line.custom_id, request_id=request_id, status_code=exc.status, body=body)
         return LineOutcome(False, line.custom_id, data)
 
-    async def run_many(self, lines: Sequence[BatchLine]) -> list[LineOutcome]:
+    async def run_many(
+        self, lines: Sequence[BatchLine], *, price: Callable[[int], int] | None = None
+    ) -> list[LineOutcome]:
         """All lines are tokenised first, then handed to the engine together: submitted one by one as each finished
-        tokenising, the first lines of every chunk went to the model as batches of one or two (small, slow passes)."""
-        ready = await asyncio.gather(*(self._prepare(line) for line in lines))
+        tokenising, the first lines of every chunk went to the model as batches of one or two (small, slow passes).
+        ``price``: the price the lines' credits were held at (a job's), if not this runner's own."""
+        ready = await asyncio.gather(*(self._prepare(line, price or self.price) for line in lines))
         return list(await asyncio.gather(*(self._embed(r) for r in ready)))

@@ -9,8 +9,9 @@ server needs each chunk back before it records it, so the actors are called dire
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -28,14 +29,20 @@ class RayLineRunner(LineRunner):
         super().__init__(**kwargs)
         self.actors = list(actors)
 
-    async def run_many(self, lines: Sequence[BatchLine]) -> list[LineOutcome]:
+    async def run_many(
+        self, lines: Sequence[BatchLine], *, price: Callable[[int], int] | None = None
+    ) -> list[LineOutcome]:
+        """``price``: the job's held price; the actors price at their own, so a line's credits are set again here."""
         if not lines:
             return []
         size = math.ceil(len(lines) / len(self.actors))
         slices = [lines[i : i + size] for i in range(0, len(lines), size)]
         calls = [actor.__call__.remote(_columns(part)) for actor, part in zip(self.actors, slices, strict=False)]
         results = await asyncio.gather(*calls)  # Ray's object refs are awaitable
-        return [outcome for columns in results for outcome in outcomes_from(columns)]
+        outcomes = [outcome for columns in results for outcome in outcomes_from(columns)]
+        if price is None:
+            return outcomes
+        return [dataclasses.replace(o, credits=price(o.tokens)) if o.ok else o for o in outcomes]
 
 
 def _columns(lines: Sequence[BatchLine]) -> dict[str, Any]:

@@ -46,6 +46,8 @@ class RunnerConfig:
     poll_s: float
     clock: Callable[[], float] = time.time  # wall time, for the completion window (tests inject one)
     retry: RetryPolicy = field(default_factory=RetryPolicy)
+    credits_per_1k: float = 0.0  # the price now: held with a job at validation, and charged for its lines
+    price_at: Callable[[int, float], int] | None = None  # credits for (tokens, credits per 1k); None: lines' price
 
 
 def new_holder() -> str:
@@ -145,6 +147,7 @@ class JobDriver:
                 .values(
                     status=states.IN_PROGRESS, in_progress_at=now, total=result.total, inputs_total=result.inputs,
                     tokens_total=result.tokens, credits_total=result.credits, hold_id=hold_id,
+                    credits_per_1k=self.config.credits_per_1k,
                     model=self.lines.service.model_name,
                 )
             )  # fmt: skip
@@ -202,11 +205,18 @@ class JobDriver:
 
     async def _chunk(self, job: JobRecord, seq: int, raws: list[bytes]) -> None:
         lines = await asyncio.to_thread(_parse_chunk, raws, first=seq * job.chunk_lines, endpoint=job.endpoint)
-        outcomes: list[LineOutcome] = await self.lines.run_many(lines)
+        outcomes: list[LineOutcome] = await self.lines.run_many(lines, price=self._held_price(job))
         await commit_chunk(
             self.jobs.store, self.files.storage, job_id=job.id, hold_id=job.hold_id, holder=self.holder, seq=seq,
             outcomes=outcomes, lease_s=self.config.lease_s,
         )  # fmt: skip
+
+    def _held_price(self, job: JobRecord) -> Callable[[int], int] | None:
+        """The price the job's credits were held at, even if the server's price changed since (a restart)."""
+        price_at, rate = self.config.price_at, job.credits_per_1k
+        if price_at is None or rate is None:
+            return None
+        return lambda tokens: price_at(tokens, rate)
 
     async def _finalize(self, job: JobRecord) -> None:
         storage = self.files.storage

@@ -88,6 +88,8 @@ def build_batches(settings: Settings, *, service: EmbeddingService, codec: LineC
             ),
             lease_s=settings.batch_lease_seconds,
             poll_s=settings.batch_poll_seconds,
+            credits_per_1k=rate,
+            price_at=lambda t, r: price(t, credits_per_1k_tokens=r),
         )
         driver = JobDriver(jobs=job_store, files=files, lines=lines, config=config, holder=new_holder())
         worker = BatchWorker(driver)

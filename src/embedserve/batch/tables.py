@@ -1,4 +1,4 @@
-"""The bulk-job tables (SQLAlchemy Core), created by migrations 0002 and 0003 in the accounting store's chain.
+"""The bulk-job tables (SQLAlchemy Core), created by migrations 0002 to 0004 in the accounting store's chain.
 
 Times are float epoch seconds, as in the accounting tables. JSON columns (``errors``, ``metadata``) are text.
 """
@@ -48,6 +48,7 @@ jobs = sa.Table(
     sa.Column("credits_done", sa.BigInteger, nullable=False, server_default="0"),
     sa.Column("chunk_lines", sa.Integer, nullable=False, server_default="64"),
     sa.Column("hold_id", sa.String(36), nullable=True),
+    sa.Column("credits_per_1k", sa.Float, nullable=True),  # the price held at validation, charged at run time (0004)
     sa.Column("claimed_by", sa.String(64), nullable=True),
     sa.Column("lease_until", sa.Float, nullable=True),  # also the end of a back-off after a transient failure
     sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),  # transient failures since progress (0003)

@@ -20,8 +20,8 @@ async def test_a_job_past_its_window_expires_and_its_lines_not_run_are_batch_exp
     driver.config = dataclasses.replace(driver.config, clock=lambda: time.time() + late["by"])
     run_many = driver.lines.run_many
 
-    async def first_chunk_then_the_window_closes(lines: Any) -> Any:
-        outcomes = await run_many(lines)
+    async def first_chunk_then_the_window_closes(lines: Any, **options: Any) -> Any:
+        outcomes = await run_many(lines, **options)
         late["by"] = 25 * 3600.0  # past the 24 h window from the first chunk on
         return outcomes
 

@@ -82,11 +82,12 @@ async def test_a_job_failing_again_and_again_backs_off_then_fails_and_gives_its_
     run_many = driver.lines.run_many
     calls: list[str] = []
 
-    async def flaky(lines: Sequence[BatchLine]) -> list[LineOutcome]:
+    async def flaky(lines: Sequence[BatchLine], **options: Any) -> list[LineOutcome]:
         if lines[0].custom_id == "a":
             calls.append("a")
             raise RuntimeError("a transient fault")
-        return await run_many(lines)
+        outcomes: list[LineOutcome] = await run_many(lines, **options)
+        return outcomes
 
     monkeypatch.setattr(driver.lines, "run_many", flaky)
     key_id, secret = await _key(auth_app, credits=100)
