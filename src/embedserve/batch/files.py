@@ -97,7 +97,11 @@ class FileStore:
             id=file_id, key_id=owner.key_id, purpose=purpose, filename=filename[:512] or "upload.jsonl",
             bytes=size, lines=lines, path=str(path.relative_to(self.storage.root)), created_at=time.time(),
         )  # fmt: skip
-        await self.file_record(record)
+        try:
+            await self.file_record(record)
+        except BaseException:  # no record, no file: bytes nobody can name would stay on disk for good
+            await asyncio.shield(asyncio.to_thread(path.unlink, missing_ok=True))
+            raise
         return record
 
     async def file_record(self, record: FileRecord, conn: Any = None) -> None:

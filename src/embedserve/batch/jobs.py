@@ -175,5 +175,12 @@ class JobStore:
                 jobs.update().where(jobs.c.id == job_id, jobs.c.claimed_by == holder).values(lease_until=None)
             )
 
+    async def inactive(self, job_ids: Sequence[str]) -> set[str]:
+        """Those of ``job_ids`` that are finished (or unknown): nothing will write their parts again."""
+        query = sa.select(jobs.c.id).where(jobs.c.id.in_(job_ids), jobs.c.status.in_(ACTIVE))
+        async with self.store.begin() as conn:
+            active = set((await conn.execute(query)).scalars())
+        return set(job_ids) - active
+
     async def reload(self, job_id: str) -> JobRecord:
         return await self.get(job_id, owner=Owner(key_id=None, admin=True))

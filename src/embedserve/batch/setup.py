@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,6 +19,8 @@ from embedserve.batch.validate import JobLimits
 from embedserve.engine.scheduler import Priority
 from embedserve.service import EmbeddingService
 from embedserve.settings import Settings
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -41,9 +44,20 @@ class Batches:
             if self._started:
                 return
             await self.store.ensure_schema(auto_upgrade=self.store.is_sqlite)
+            await self._sweep()
             if self.worker is not None:
                 self.worker.start()
             self._started = True
+
+    async def _sweep(self) -> None:
+        """Remove the parts folders of finished jobs: a crash between a job's last commit and its cleanup left them."""
+        storage = self.files.storage
+        found = await asyncio.to_thread(storage.job_ids)
+        stale = await self.jobs.inactive(found) if found else set()
+        for job_id in stale:
+            await asyncio.to_thread(storage.remove_job_dir, job_id)
+        if stale:
+            logger.info("batch storage: removed the parts of %d finished jobs", len(stale))
 
     async def stop(self) -> None:
         if self.worker is not None:

@@ -49,6 +49,11 @@ class Storage:
     def job_dir(self, job_id: str) -> Path:
         return self.root / "jobs" / job_id
 
+    def job_ids(self) -> list[str]:
+        """The jobs with a parts folder (a finished job's is removed at its end, or by the start-up sweep)."""
+        folder = self.root / "jobs"
+        return [p.name for p in folder.iterdir() if p.is_dir()] if folder.is_dir() else []
+
     def remove_job_dir(self, job_id: str) -> None:
         folder = self.job_dir(job_id)
         if folder.is_dir():
