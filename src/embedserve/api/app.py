@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
 
@@ -54,11 +54,11 @@ def _input_limits(engine: EmbeddingEngine, settings: Settings) -> InputLimits | 
 MULTIPART_OVERHEAD = 1 << 20
 
 
-def _batches(settings: Settings, service: EmbeddingService) -> Batches:
+def _batches(settings: Settings, service: EmbeddingService, decoder: Callable[[], BodyDecoder]) -> Batches:
     from embedserve.api.batch_codec import EmbeddingsCodec
     from embedserve.batch.setup import build_batches
 
-    return build_batches(settings, service=service, codec=EmbeddingsCodec())
+    return build_batches(settings, service=service, codec=EmbeddingsCodec(decoder))
 
 
 def create_app(
@@ -76,7 +76,7 @@ def create_app(
     if gateway is None:
         gateway = _default_gateway(settings)
     service = EmbeddingService(engine=engine, gateway=gateway, max_inputs=settings.max_inputs, metrics=metrics)
-    bulk = _batches(settings, service)
+    bulk = _batches(settings, service, lambda: app.state.body_decoder)  # big lines decode as big bodies do
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -91,9 +91,9 @@ def create_app(
         try:
             yield
         finally:
-            app.state.body_decoder.close()
             app.state.shutting_down = True
             await bulk.stop()  # before the engine: a chunk cut short is not recorded, and resumes elsewhere
+            app.state.body_decoder.close()  # after the batch worker, which decodes big lines with it
             await engine.stop(timeout=settings.shutdown_timeout)
             await gateway.stop()
 

@@ -173,14 +173,25 @@ class BodyDecoder:
             body = await _body(request)
             if len(body) <= SMALL_BODY_BYTES or self._spec is None or self.workers == 0:
                 return await asyncio.to_thread(parse_request, body), None
-            try:
-                result = await asyncio.get_running_loop().run_in_executor(self._executor(), _decode_in_worker, body)
-            except BrokenProcessPool:
-                logger.warning("a body-decoding worker died; starting new ones")
-                self.close()
-                raise errors.ServiceUnavailableError(
-                    "The server could not decode this request body right now; retry.", headers={"Retry-After": "1"}
-                ) from None
+            result = await self._in_worker(body)
             del body
         request_model, decoded = await asyncio.to_thread(_rebuild, result)
         return request_model, decoded
+
+    async def decode_bytes(self, body: bytes) -> tuple[EmbeddingRequest, list[str] | list[list[int]] | None]:
+        """A body already in memory (a batch line's), decoded as ``decode`` would: big ones in a worker process."""
+        if len(body) <= SMALL_BODY_BYTES or self._spec is None or self.workers == 0:
+            return await asyncio.to_thread(parse_request, body), None
+        async with self._slots:
+            result = await self._in_worker(body)
+        return await asyncio.to_thread(_rebuild, result)
+
+    async def _in_worker(self, body: bytes) -> tuple[str, Any]:
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._executor(), _decode_in_worker, body)
+        except BrokenProcessPool:
+            logger.warning("a body-decoding worker died; starting new ones")
+            self.close()
+            raise errors.ServiceUnavailableError(
+                "The server could not decode this request body right now; retry.", headers={"Retry-After": "1"}
+            ) from None

@@ -34,6 +34,10 @@ class LineCodec(Protocol):
         """The request and its ``encoding_format``, or ``EmbedServeError`` exactly as the route would answer."""
         ...
 
+    async def parse_json(self, body: bytes, *, request_id: str) -> tuple[EmbedRequest, str]:
+        """``parse`` for a big body still in JSON, off the event loop (and off its interpreter, where it can)."""
+        ...
+
     def render(self, result: EmbedResult, *, encoding_format: str) -> dict[str, Any]:
         """The response body ``/v1/embeddings`` would return."""
         ...
@@ -49,6 +53,11 @@ class BatchLine:
     custom_id: str
     body: Mapping[str, Any]
     size: int = 0  # bytes of the input line
+    body_json: bytes | None = None  # a big line's body, kept as JSON (``body`` is then empty) for ``parse_json``
+
+    def json_body(self) -> bytes:
+        """The body as JSON, whichever way it is kept (Ray sends lines to its actors this way)."""
+        return self.body_json if self.body_json is not None else orjson.dumps(self.body)
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +94,8 @@ def parse_line(raw: bytes, *, number: int, endpoint: str) -> BatchLine | LinePro
     body = obj.get("body")
     if not isinstance(body, dict):
         return LineProblem(number, "missing_required_parameter", f"Line {number} has no object 'body'.", "body")
+    if len(raw) > INLINE_BODY_BYTES:  # millions of Python objects: keep it compact until a worker decodes it
+        return BatchLine(number=number, custom_id=custom_id, body={}, size=len(raw), body_json=orjson.dumps(body))
     return BatchLine(number=number, custom_id=custom_id, body=body, size=len(raw))
 
 
@@ -200,9 +211,9 @@ class LineRunner:
         return self._failed(line, request_id, EngineError("The server had an error processing this line."))
 
     async def _parse(self, line: BatchLine, *, request_id: str) -> tuple[EmbedRequest, str]:
-        if line.size <= INLINE_BODY_BYTES:
-            return self.codec.parse(line.body, request_id=request_id)
-        return await asyncio.to_thread(self.codec.parse, line.body, request_id=request_id)
+        if line.body_json is not None:
+            return await self.codec.parse_json(line.body_json, request_id=request_id)
+        return self.codec.parse(line.body, request_id=request_id)
 
     async def _embed_waiting(self, prepared: Prepared, credits: int) -> EmbedResult:
         """Bulk work waits out an engine at capacity (its Retry-After) and tries again: a full queue is the engine

@@ -15,7 +15,6 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
-import orjson
 
 from embedserve.batch.lines import BatchLine, LineOutcome, LineRunner
 from embedserve.batch.ray_stages import Embedder, outcomes_from
@@ -49,7 +48,7 @@ def _columns(lines: Sequence[BatchLine]) -> dict[str, Any]:
     return {
         "number": np.array([line.number for line in lines], dtype=np.int64),
         "custom_id": np.array([line.custom_id for line in lines], dtype=object),
-        "body": np.array([orjson.dumps(line.body) for line in lines], dtype=object),
+        "body": np.array([line.json_body() for line in lines], dtype=object),
     }
 
 

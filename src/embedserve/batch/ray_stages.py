@@ -34,7 +34,7 @@ def read_chunk(plan: Columns, *, source: Source) -> Columns:
     return {
         "number": np.array([line.number for line in lines], dtype=np.int64),
         "custom_id": np.array([line.custom_id for line in lines], dtype=object),
-        "body": np.array([orjson.dumps(line.body) for line in lines], dtype=object),
+        "body": np.array([line.json_body() for line in lines], dtype=object),
     }
 
 
