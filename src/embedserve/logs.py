@@ -69,6 +69,13 @@ def configure_logging(*, level: str, fmt: LogFormat, stream: TextIO | None = Non
         uv = logging.getLogger(name)
         uv.handlers.clear()
         uv.propagate = True
+        uv.setLevel(logging.NOTSET)
+    # A library may have silenced logging: logging.disable(), or dictConfig(disable_existing_loggers=True), which
+    # disables every logger made before it.
+    logging.disable(logging.NOTSET)
+    for name, logger in list(logging.root.manager.loggerDict.items()):
+        if isinstance(logger, logging.Logger) and name.split(".")[0] in ("uvicorn", "embedserve"):
+            logger.disabled = False
     logging.getLogger("uvicorn.access").disabled = True  # our access line replaces it
     return handler
 

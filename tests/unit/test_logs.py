@@ -92,3 +92,15 @@ def test_uvicorn_records_flow_through_ours_and_its_access_log_is_off() -> None:
     logging.getLogger("uvicorn.access").info('127.0.0.1 - "GET / HTTP/1.1" 200')
     records = [json.loads(line) for line in stream.getvalue().splitlines()]
     assert [r["logger"] for r in records] == ["uvicorn.error"]
+
+
+@pytest.mark.usefixtures("restore_logging")
+def test_loggers_another_library_disabled_speak_again_once_configured() -> None:
+    for name in ("uvicorn.error", "embedserve.server"):  # what dictConfig(disable_existing_loggers=True) does
+        logging.getLogger(name).disabled = True
+    stream = io.StringIO()
+    configure_logging(level="info", fmt="json", stream=stream)
+    logging.getLogger("uvicorn.error").info("Uvicorn running")
+    logging.getLogger("embedserve.server").info("ready")
+    records = [json.loads(line) for line in stream.getvalue().splitlines()]
+    assert [r["logger"] for r in records] == ["uvicorn.error", "embedserve.server"]
