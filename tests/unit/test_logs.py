@@ -98,6 +98,7 @@ def test_uvicorn_records_flow_through_ours_and_its_access_log_is_off() -> None:
 def test_loggers_another_library_disabled_speak_again_once_configured() -> None:
     for name in ("uvicorn.error", "embedserve.server"):  # what dictConfig(disable_existing_loggers=True) does
         logging.getLogger(name).disabled = True
+    logging.getLogger("uvicorn.error").setLevel("WARNING")  # what uvicorn.Config(log_level="warning") does
     stream = io.StringIO()
     configure_logging(level="info", fmt="json", stream=stream)
     logging.getLogger("uvicorn.error").info("Uvicorn running")
