@@ -24,7 +24,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
 sys.path.insert(0, str(REPO / "src"))
-from bench_batch import cli_flags, library_tokens_per_s, texts, write_corpus  # noqa: E402
+from bench_batch import cli_flags, common_parser, library_tokens_per_s, texts, write_corpus  # noqa: E402
 
 
 def run(
@@ -63,13 +63,8 @@ def two_node(args: argparse.Namespace, corpus: Path, tmp: Path, env: dict[str, s
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default=str(REPO.parent / "shared" / "reference" / "bge-large-en-v1.5"))
-    parser.add_argument("--load-format", default="dummy")
-    parser.add_argument("--dtype", default="float32")
-    parser.add_argument("--backend", default="torch")
-    parser.add_argument("--scale", type=float, default=1.0)
-    parser.add_argument("--texts", type=int, default=512, help="texts for the throughput pass (before --scale)")
+    parser = common_parser(__doc__)
+    parser.add_argument("--chunk-rows", default="256", help="rows per chunk, both runs (batch run's default)")
     parser.add_argument("--ray-cpus-per-actor", default="1.5", help="for the local run (2 cores: one actor, 2 threads)")
     parser.add_argument("--two-node", action="store_true")
     parser.add_argument("--head-cpus", type=int, default=1, help="logical CPUs of the head node (two-node run)")
@@ -89,8 +84,9 @@ def main() -> None:
         )
         if not args.two_node_only:
             lib, tokens = asyncio.run(library_tokens_per_s(flags, items))
-            here, here_wall, _ = run(args, tmp / "corpus.jsonl", tmp / "here.jsonl", env=env)
-            local = ["--ray-address", "local", "--ray-cpus-per-actor", args.ray_cpus_per_actor, "--chunk-rows", "16"]
+            chunks = ["--chunk-rows", args.chunk_rows]
+            here, here_wall, _ = run(args, tmp / "corpus.jsonl", tmp / "here.jsonl", *chunks, env=env)
+            local = ["--ray-address", "local", "--ray-cpus-per-actor", args.ray_cpus_per_actor, *chunks]
             on_ray, ray_wall, _ = run(args, tmp / "corpus.jsonl", tmp / "ray.jsonl", *local, env=env)
             print(f"throughput   {n} texts, {tokens} tokens: library {lib:,.0f} tok/s | batch run in-process "
                   f"{here:,.0f} tok/s ({here / lib:.2f}x, wall {here_wall:.0f} s) | batch run on local Ray "
