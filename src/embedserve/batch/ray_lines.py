@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from embedserve.batch.lines import BatchLine, LineOutcome, LineRunner
-from embedserve.batch.ray_stages import Embedder, outcomes_from
+from embedserve.batch.ray_stages import CALLS_PER_ACTOR, Embedder, outcomes_from
 from embedserve.settings import Settings
 
 
@@ -61,6 +61,6 @@ def start_actors(settings: Settings, address: str, *, cpus_per_actor: float = 1.
     engine = settings.engine
     if engine.threads is None:
         engine = engine.model_copy(update={"threads": max(1, math.ceil(per_actor))})
-    remote = ray.remote(num_cpus=per_actor, scheduling_strategy="SPREAD")(Embedder)
+    remote = ray.remote(num_cpus=per_actor, scheduling_strategy="SPREAD", max_concurrency=CALLS_PER_ACTOR)(Embedder)
     kwargs = {"max_inputs": settings.max_inputs, "credits_per_1k_tokens": settings.credits_per_1k_tokens}
     return [remote.remote(engine, keep_vectors=False, **kwargs) for _ in range(actors)]

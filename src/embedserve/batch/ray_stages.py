@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import threading
 import time
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Coroutine, Sequence
+from typing import Any, TypeVar
 
 import numpy as np
 import orjson
@@ -21,6 +22,8 @@ from embedserve.batch.sources import Source
 from embedserve.settings import EngineSettings
 
 Columns = dict[str, Any]
+T = TypeVar("T")
+CALLS_PER_ACTOR = 2  # chunks an actor works on at once: one embedding while the next is tokenised
 
 
 def read_chunk(plan: Columns, *, source: Source) -> Columns:
@@ -56,9 +59,13 @@ class Embedder:
         from embedserve.engine.scheduler import Priority
         from embedserve.service import EmbeddingService
 
+        # The engine lives on its own event loop thread, so that the actor's calls (CALLS_PER_ACTOR at once) all
+        # feed one scheduler: the next chunk is validated and tokenised while this one runs, as in-process.
         self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name="embedder-loop", daemon=True)
+        self.thread.start()
         self.engine = Engine(engine)
-        self.loop.run_until_complete(self.engine.start())
+        self._wait(self.engine.start())
         gateway = OpenGateway(credits_per_1k_tokens=credits_per_1k_tokens)
         service = EmbeddingService(engine=self.engine, gateway=gateway, max_inputs=max_inputs)
         self.runner = LineRunner(service=service, codec=EmbeddingsCodec(), priority=Priority.ONLINE,
@@ -70,16 +77,20 @@ class Embedder:
     def __call__(self, batch: Columns) -> Columns:
         lines = [BatchLine(number=int(n), custom_id=str(c), body=orjson.loads(b))
                  for n, c, b in zip(batch["number"], batch["custom_id"], batch["body"], strict=True)]  # fmt: skip
-        outcomes = self.loop.run_until_complete(self.runner.run_many(lines))
+        outcomes = self._wait(self.runner.run_many(lines))
         columns = outcome_columns(outcomes, node=self.node)
         columns["ready"] = np.full(len(outcomes), self.ready, dtype=np.float64)
         return columns
 
+    def _wait(self, coro: Coroutine[Any, Any, T]) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
+
     def __del__(self) -> None:
         loop = getattr(self, "loop", None)  # absent on Ray's ActorClass wrapper, which subclasses this class
-        if loop is not None and not loop.is_closed():
-            loop.run_until_complete(self.engine.stop())
-            loop.close()
+        if loop is not None and loop.is_running():
+            self._wait(self.engine.stop())
+            loop.call_soon_threadsafe(loop.stop)
+            self.thread.join(timeout=10)
 
 
 def outcome_columns(outcomes: Sequence[LineOutcome], *, node: str) -> Columns:
