@@ -62,21 +62,25 @@ async def commit_chunk(
                 .values(
                     completed=jobs.c.completed + len(ok), failed=jobs.c.failed + len(outcomes) - len(ok),
                     inputs_done=jobs.c.inputs_done + inputs, tokens_done=jobs.c.tokens_done + tokens,
-                    credits_done=jobs.c.credits_done + credits, lease_until=now + lease_s, attempts=0,
+                    lease_until=now + lease_s, attempts=0,
                 )
             )  # fmt: skip
             if updated.rowcount != 1:
                 raise LostClaim(job_id)
+            if hold_id is not None and credits:  # the chunk records what the key paid: at most what the hold had
+                credits = await settle_part_in(
+                    conn, hold_id, request_id=f"{job_id}#{seq}", inputs=inputs, tokens=tokens, credits=credits, at=now
+                )
+            if credits:
+                await conn.execute(
+                    jobs.update().where(jobs.c.id == job_id).values(credits_done=jobs.c.credits_done + credits)
+                )
             await conn.execute(
                 chunks.insert().values(
                     job_id=job_id, seq=seq, completed=len(ok), failed=len(outcomes) - len(ok), inputs=inputs,
                     tokens=tokens, credits=credits, out_part=out_part, err_part=err_part, created_at=now,
                 )
             )  # fmt: skip
-            if hold_id is not None and credits:
-                await settle_part_in(
-                    conn, hold_id, request_id=f"{job_id}#{seq}", inputs=inputs, tokens=tokens, credits=credits, at=now
-                )
     except IntegrityError as exc:  # the chunk is already recorded: another holder finished it
         raise LostClaim(job_id) from exc
 
