@@ -139,15 +139,21 @@ class _Ready:
     credits: int
 
 
-def expired_line(custom_id: str) -> bytes:
-    """The error file line of a request the job's completion window closed on before it ran (OpenAI's shape)."""
+NOT_RUN = {
+    "batch_expired": "This request could not be executed before the completion window expired.",
+    "batch_failed": "This request was not executed because the batch failed (see the batch's errors).",
+}
+
+
+def not_run_line(custom_id: str, *, code: str) -> bytes:
+    """The error file line of a request its job ended before running (OpenAI's shape): ``batch_expired`` when the
+    completion window closed on it (OpenAI's code), ``batch_failed`` when the job failed (ours)."""
     line = {
         "id": f"batch_req_{uuid.uuid4().hex}",
         "custom_id": custom_id,
         "response": None,
-        "error": {"code": "batch_expired", "message": "This request could not be executed before the completion "
-                  "window expired."},
-    }  # fmt: skip
+        "error": {"code": code, "message": NOT_RUN[code]},
+    }
     return orjson.dumps(line, option=orjson.OPT_APPEND_NEWLINE)
 
 

@@ -8,29 +8,27 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import json
 import logging
 import os
 import socket
 import time
 import uuid
-from collections.abc import AsyncGenerator, Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
+from typing import Any
 
-import sqlalchemy as sa
-
-from embedserve.accounting.holds import hold_in, release_in
+from embedserve.accounting.holds import hold_in
 from embedserve.batch import jobs as states
-from embedserve.batch.failures import RetryPolicy, back_off, fail_job, permanent_error
+from embedserve.batch.chunks import chunks_of, parse_chunk
+from embedserve.batch.failures import RetryPolicy, back_off, fail_job, mark_failing, permanent_error
 from embedserve.batch.files import FileRecord, FileStore
+from embedserve.batch.finalize import Finalizer
 from embedserve.batch.jobs import JobRecord, JobStore
-from embedserve.batch.lines import BatchLine, LineOutcome, LineRunner, expired_line, parse_line
+from embedserve.batch.lines import LineOutcome, LineRunner
 from embedserve.batch.progress import LostClaim, commit_chunk, done_chunks
-from embedserve.batch.storage import atomic_writer
-from embedserve.batch.tables import files, jobs
-from embedserve.batch.validate import MAX_REPORTED, JobLimits, Validation, iter_raw_lines, validate
+from embedserve.batch.tables import jobs
+from embedserve.batch.validate import MAX_REPORTED, JobLimits, Validation, validate
 from embedserve.errors import EmbedServeError, StoreUnavailableError
 
 logger = logging.getLogger(__name__)
@@ -54,40 +52,6 @@ def new_holder() -> str:
     return f"{socket.gethostname()[:24]}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
 
 
-def _output_id(job_id: str, kind: str) -> str:
-    return f"file-{uuid.uuid5(uuid.NAMESPACE_URL, f'embedserve:{job_id}:{kind}').hex}"
-
-
-def _next_chunk(lines: Iterator[tuple[int, bytes]], *, size: int, seq: int, done: set[int]) -> tuple[int, list[bytes]]:
-    """The first chunk from ``seq`` on that is not done, or (seq, []) at the end; blocking, so called in a thread
-    (on resume, the done chunks are read past here, off the event loop)."""
-    while True:
-        raws = [raw for _, raw in itertools.islice(lines, size)]
-        if not raws or seq not in done:
-            return seq, raws
-        seq += 1
-
-
-async def _chunks_of(job: JobRecord, path: Path, done: set[int]) -> AsyncGenerator[tuple[int, list[bytes]], None]:
-    seq = 0
-    with contextlib.closing(iter_raw_lines(path)) as lines:
-        while True:
-            seq, raws = await asyncio.to_thread(_next_chunk, lines, size=job.chunk_lines, seq=seq, done=done)
-            if not raws:
-                return
-            yield seq, raws
-            seq += 1
-
-
-def _parse_chunk(raws: list[bytes], *, first: int, endpoint: str) -> list[BatchLine]:
-    lines = []
-    for offset, raw in enumerate(raws):
-        parsed = parse_line(raw, number=first + offset + 1, endpoint=endpoint)
-        assert isinstance(parsed, BatchLine), "validated lines parse"
-        lines.append(parsed)
-    return lines
-
-
 class JobDriver:
     """Runs one claimed job as far as it can go."""
 
@@ -99,6 +63,7 @@ class JobDriver:
         self.lines = lines
         self.config = config
         self.holder = holder
+        self.finalizer = Finalizer(jobs=jobs, files=files, holder=holder)
 
     async def drive(self, job: JobRecord) -> None:
         if job.status == states.VALIDATING:
@@ -106,7 +71,7 @@ class JobDriver:
         if job.status == states.IN_PROGRESS:
             job = await self._run(job)
         if job.status in (states.FINALIZING, states.CANCELLING) or self._expired(job):
-            await self._finalize(job)
+            await self.finalizer.finalize(job)
 
     def _expired(self, job: JobRecord) -> bool:
         return job.status == states.IN_PROGRESS and self.config.clock() > job.expires_at
@@ -176,7 +141,7 @@ class JobDriver:
         done = {c.seq for c in await done_chunks(self.jobs.store, job.id)}
         running: set[asyncio.Task[None]] = set()
         try:
-            async with contextlib.aclosing(_chunks_of(job, self.files.path_of(source), done)) as chunks:
+            async with contextlib.aclosing(chunks_of(job, self.files.path_of(source), done)) as chunks:
                 async for seq, raws in chunks:
                     job = await self.jobs.reload(job.id)
                     if job.status != states.IN_PROGRESS or self._expired(job):
@@ -204,7 +169,7 @@ class JobDriver:
         return job
 
     async def _chunk(self, job: JobRecord, seq: int, raws: list[bytes]) -> None:
-        lines = await asyncio.to_thread(_parse_chunk, raws, first=seq * job.chunk_lines, endpoint=job.endpoint)
+        lines = await asyncio.to_thread(parse_chunk, raws, first=seq * job.chunk_lines, endpoint=job.endpoint)
         outcomes: list[LineOutcome] = await self.lines.run_many(lines, price=self._held_price(job))
         await commit_chunk(
             self.jobs.store, self.files.storage, job_id=job.id, hold_id=job.hold_id, holder=self.holder, seq=seq,
@@ -218,51 +183,6 @@ class JobDriver:
             return None
         return lambda tokens: price_at(tokens, rate)
 
-    async def _finalize(self, job: JobRecord) -> None:
-        storage = self.files.storage
-        parts = await done_chunks(self.jobs.store, job.id)
-        errors = [p.err_part for p in parts]
-        if job.status == states.IN_PROGRESS:  # expired: the lines never run go to the error file, as OpenAI does
-            errors.append(await self._write_expired(job, {p.seq for p in parts}))
-        records: dict[str, FileRecord] = {}
-        for kind, names in (("output", [p.out_part for p in parts]), ("error", errors)):
-            present = [n for n in names if n]
-            if not present:
-                continue
-            file_id = _output_id(job.id, kind)
-            path = storage.file_path(file_id)
-            size, lines = await asyncio.to_thread(self._concatenate, job.id, present, path)
-            records[f"{kind}_file_id"] = FileRecord(
-                id=file_id, key_id=job.key_id, purpose="batch_output", filename=f"{job.id}_{kind}.jsonl",
-                bytes=size, lines=lines, path=str(path.relative_to(storage.root)), created_at=time.time(),
-            )  # fmt: skip
-        await self._close(job, records)
-        await asyncio.to_thread(storage.remove_job_dir, job.id)
-
-    async def _write_expired(self, job: JobRecord, done: set[int]) -> str | None:
-        path = self.files.path_of(await self._input(job))
-        name = "expired.err"
-
-        def write() -> int:
-            count = 0
-            seq = 0
-            with (
-                atomic_writer(self.files.storage.job_dir(job.id) / name) as out,
-                contextlib.closing(iter_raw_lines(path)) as lines,
-            ):
-                while True:  # the chunks not run, as ``_chunks_of`` reads them (this whole loop is in one thread)
-                    seq, raws = _next_chunk(lines, size=job.chunk_lines, seq=seq, done=done)
-                    if not raws:
-                        return count
-                    for line in _parse_chunk(raws, first=seq * job.chunk_lines, endpoint=job.endpoint):
-                        out.write(expired_line(line.custom_id))
-                        count += 1
-                    seq += 1
-
-        count = await asyncio.to_thread(write)
-        logger.info("batch %s expired with %d lines not run", job.id, count)
-        return name if count else None
-
     async def recover(self, job: JobRecord, exc: Exception) -> bool:
         """After ``drive`` raised: fail the job, or back off; True when the job's lease now holds a back-off."""
         error = permanent_error(exc)
@@ -274,47 +194,26 @@ class JobDriver:
                 return attempts > 0
             message = f"The batch failed {attempts} times in a row for a server-side reason; it was stopped."
             error = {"code": "server_error", "message": message, "param": None, "line": None}
-        if await fail_job(self.jobs.store, self.files.storage, job.id, [error]):
-            logger.warning("batch %s failed: %s", job.id, error["message"])
+        job = await self.jobs.reload(job.id)
+        if job.in_progress_at is None:  # it failed validating: nothing ran, nothing to deliver
+            if await fail_job(self.jobs.store, self.files.storage, job.id, [error]):
+                logger.warning("batch %s failed: %s", job.id, error["message"])
+        elif job.errors is None:
+            await self._fail_running(job, error)
+        elif await fail_job(self.jobs.store, self.files.storage, job.id, None):  # keeps the errors it failed with
+            logger.warning("batch %s: its result files could not be written (%s); failed without them", job.id,
+                           error["message"])  # fmt: skip
         return False
 
-    def _concatenate(self, job_id: str, names: list[str], path: os.PathLike[str]) -> tuple[int, int]:
-        from pathlib import Path
-
-        size = lines = 0
-        folder = self.files.storage.job_dir(job_id)
-        with atomic_writer(Path(path)) as out:
-            for name in names:
-                with (folder / name).open("rb") as part:
-                    while block := part.read(1 << 20):
-                        out.write(block)
-                        size += len(block)
-                        lines += block.count(b"\n")
-        return size, lines
-
-    async def _close(self, job: JobRecord, records: dict[str, FileRecord]) -> None:
-        now = time.time()
-        final, stamp = states.COMPLETED, "completed_at"
-        if job.status == states.CANCELLING:
-            final, stamp = states.CANCELLED, "cancelled_at"
-        elif job.status == states.IN_PROGRESS:  # ran past its completion window
-            final, stamp = states.EXPIRED, "expired_at"
-        ids = {column: record.id for column, record in records.items()}
-        async with self.jobs.store.begin() as conn:
-            for record in records.values():
-                exists = await conn.execute(sa.select(files.c.id).where(files.c.id == record.id))
-                if exists.first() is None:  # a finalisation that crashed after its commit is not redone
-                    await self.files.file_record(record, conn)
-            await conn.execute(
-                jobs.update()
-                .where(jobs.c.id == job.id, jobs.c.status == job.status)
-                .values(status=final, **{stamp: now}, **ids)
-            )
-            if job.hold_id is not None:
-                refunded = await release_in(conn, job.hold_id, at=now)
-                if refunded:
-                    logger.info("batch %s: %d held credits refunded", job.id, refunded)
-        logger.info("batch %s %s by %s", job.id, final, self.holder)
+    async def _fail_running(self, job: JobRecord, error: dict[str, Any]) -> None:
+        """A job that may have run chunks ends as an expired one does: the lines done in its output and error files,
+        every line not run in the error file (``batch_failed``), the rest of its hold refunded. The failure is
+        recorded first, so a crash while the files are written finishes the failure after a restart."""
+        if not await mark_failing(self.jobs.store, job.id, [error], holder=self.holder):
+            return  # finished meanwhile, or another replica holds it now
+        logger.warning("batch %s failed: %s", job.id, error["message"])
+        with contextlib.suppress(LostClaim):
+            await self.finalizer.finalize(await self.jobs.reload(job.id))
 
 
 class BatchWorker:

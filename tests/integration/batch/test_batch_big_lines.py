@@ -14,7 +14,7 @@ import pytest
 from embedserve.api import batch_codec
 from embedserve.api.batch_codec import EmbeddingsCodec
 from embedserve.api.bodies import parse_request
-from embedserve.batch import runner, validate
+from embedserve.batch import chunks, validate
 from embedserve.batch.lines import parse_line
 from tests.integration.batch.conftest import CREATE, finished, jsonl, request_line, upload, wait_for
 
@@ -50,7 +50,7 @@ async def test_lines_are_read_and_parsed_off_the_event_loop(
         return watched
 
     monkeypatch.setattr(validate, "parse_line", watch("validate", parse_line))
-    monkeypatch.setattr(runner, "parse_line", watch("run", parse_line))
+    monkeypatch.setattr(chunks, "parse_line", watch("run", parse_line))  # the runner and a job's end
     codec_parse, in_process = EmbeddingsCodec.parse, []
 
     def big_body_parse(self: EmbeddingsCodec, body: Mapping[str, Any], *, request_id: str) -> Any:

@@ -54,6 +54,7 @@ async def test_a_key_revoked_before_validation_fails_its_job_and_the_next_job_ru
     failed = await wait_for(http, first, until=finished, timeout=30, headers=bearer(ADMIN))
     assert failed["status"] == "failed"
     assert failed["errors"]["data"][0]["code"] == "invalid_api_key"
+    assert failed["output_file_id"] is None and failed["error_file_id"] is None  # nothing ran: no files
 
 
 async def test_a_job_whose_input_file_vanished_fails_and_the_next_job_runs(
