@@ -1,6 +1,6 @@
 """A job's end, whatever ended it: the done chunks' parts concatenated into its output and error files, the lines it
-never ran named in the error file (expired or failed), then one transaction that files them, sets the final status
-and refunds what the credit hold still has.
+never ran named in the error file (expired, cancelled or failed), then one transaction that files them, sets the
+final status and refunds what the credit hold still has.
 
 Safe to crash anywhere: the files have fixed ids and are rewritten whole, and the closing transaction changes the
 job only while it is still in the state it was finalised from and this replica holds it, so a finalisation that
@@ -44,8 +44,8 @@ class Ending:
 def ending_of(job: JobRecord) -> Ending:
     if job.errors is not None:  # failed after it started running (``failures.mark_failing``)
         return Ending(states.FAILED, "failed_at", "batch_failed")
-    if job.status == states.CANCELLING:
-        return Ending(states.CANCELLED, "cancelled_at")
+    if job.status == states.CANCELLING:  # cancelled before it ran (validating) has no lines counted to name
+        return Ending(states.CANCELLED, "cancelled_at", "batch_cancelled" if job.in_progress_at is not None else None)
     if job.status == states.IN_PROGRESS:  # ran past its completion window
         return Ending(states.EXPIRED, "expired_at", "batch_expired")
     return Ending(states.COMPLETED, "completed_at")
@@ -69,7 +69,7 @@ class Finalizer:
         parts = await done_chunks(self.jobs.store, job.id)
         errors = [p.err_part for p in parts]
         not_run = 0
-        if ending.not_run is not None:  # as OpenAI does for an expired batch: every line not run is named
+        if ending.not_run is not None:  # as OpenAI does for an expired or cancelled batch: every line not run is named
             name, not_run = await self._write_not_run(job, {p.seq for p in parts}, code=ending.not_run)
             errors.append(name)
         records: dict[str, FileRecord] = {}

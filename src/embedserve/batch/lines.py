@@ -141,13 +141,15 @@ class _Ready:
 
 NOT_RUN = {
     "batch_expired": "This request could not be executed before the completion window expired.",
+    "batch_cancelled": "This request was not executed because the batch was cancelled.",
     "batch_failed": "This request was not executed because the batch failed (see the batch's errors).",
 }
 
 
 def not_run_line(custom_id: str, *, code: str) -> bytes:
     """The error file line of a request its job ended before running (OpenAI's shape): ``batch_expired`` when the
-    completion window closed on it (OpenAI's code), ``batch_failed`` when the job failed (ours)."""
+    completion window closed on it, ``batch_cancelled`` when the job was cancelled (OpenAI's codes), ``batch_failed``
+    when the job failed (ours)."""
     line = {
         "id": f"batch_req_{uuid.uuid4().hex}",
         "custom_id": custom_id,

@@ -76,10 +76,14 @@ async def test_cancel_mid_run_keeps_what_ran_and_stops_the_rest(bclient: httpx.A
     batch = await wait_for(bclient, batch_id, until=finished)
     assert batch["status"] == "cancelled" and batch["cancelled_at"] and batch["cancelling_at"]
     done = batch["request_counts"]["completed"]
-    assert 8 <= done < 400 and batch["request_counts"]["failed"] == 0
+    assert 8 <= done < 400 and batch["request_counts"]["failed"] == 400 - done  # the lines not run, named
     out = (await bclient.get(f"/v1/files/{batch['output_file_id']}/content")).content.splitlines()
     ids = [orjson.loads(line)["custom_id"] for line in out]
     assert ids == [f"r{i}" for i in range(done)]  # in order, each once
+    not_run = (await bclient.get(f"/v1/files/{batch['error_file_id']}/content")).content.splitlines()
+    err = [orjson.loads(x) for x in not_run]
+    assert [x["custom_id"] for x in err] == [f"r{i}" for i in range(done, 400)]
+    assert {x["error"]["code"] for x in err} == {"batch_cancelled"}
     again = await bclient.post(f"/v1/batches/{batch_id}/cancel")
     assert again.status_code == 200 and again.json()["status"] == "cancelled"
 
