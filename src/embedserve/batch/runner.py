@@ -272,7 +272,7 @@ class BatchWorker:
         try:
             await self.driver.drive(job)
         except LostClaim:
-            logger.warning("batch %s: claim lost to another replica; leaving it", job.id)
+            await self._explain_lost(job.id)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -291,6 +291,22 @@ class BatchWorker:
             if not backing_off:
                 with contextlib.suppress(Exception, asyncio.CancelledError):
                     await asyncio.shield(self.driver.jobs.release(job.id, holder=self.driver.holder))
+
+    async def _explain_lost(self, job_id: str) -> None:
+        """A step changed nothing because the job is not as this worker left it: another replica holds it now, or it
+        moved on meanwhile (cancelled while it validated or while it expired): say which."""
+        holder = self.driver.holder
+        try:
+            job = await self.driver.jobs.reload(job_id)
+        except Exception:  # the store is away too: say what is known
+            logger.warning("batch %s: it changed meanwhile (another replica, or a cancel); leaving it", job_id)
+            return
+        if job.claimed_by != holder:
+            logger.warning("batch %s: claim lost to another replica (%s); leaving it", job_id, job.claimed_by)
+        elif job.status == states.CANCELLING:
+            logger.info("batch %s was cancelled meanwhile; its next claim ends it as cancelled", job_id)
+        else:
+            logger.info("batch %s moved on meanwhile (now %s); its next claim takes it from there", job_id, job.status)
 
     async def _keep(self, job_id: str) -> None:
         config = self.driver.config

@@ -1,10 +1,13 @@
 """A job cancelled while it runs delivers what it ran and names every line it did not run, as OpenAI does: the lines
 done in its output and error files, a ``batch_cancelled`` line for each line never run, request_counts that add up
-to the total, the rest of its credit hold refunded once."""
+to the total, the rest of its credit hold refunded once. A cancel that lands while the job expires wins, and the
+worker says so in its log."""
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import logging
 import time
 from collections.abc import Sequence
 from typing import Any, cast
@@ -18,7 +21,7 @@ import sqlalchemy as sa
 from embedserve.accounting.schema import ledger
 from embedserve.batch import runner
 from embedserve.batch.lines import BatchLine, LineOutcome
-from tests.integration.batch.conftest import jsonl, request_line
+from tests.integration.batch.conftest import CREATE, bearer, finished, jsonl, request_line, wait_for
 
 LINES = 10  # chunks of 3 (the auth_app fixture): [r0 r1 r2] [r3 r4 r5] [r6 r7 r8] [r9]
 BAD = "r1"  # a line /v1/embeddings refuses: its error line is in a chunk that ran, and it costs nothing
@@ -109,3 +112,54 @@ async def test_a_job_cancelled_mid_run_names_every_line_it_did_not_run_and_refun
     assert sorted(status for _, status, _ in rows[1:]) == ["charged"] * (len(rows) - 1)
     assert sum(credits for _, _, credits in rows[1:]) == used
     assert (await auth_app.state.gateway.keys.get(key_id)).credits == 100 - used
+
+
+async def test_a_cancel_landing_while_the_job_expires_wins_and_the_log_says_so(
+    auth_app: Any, http: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The job's window closes after its first chunk; the cancel comes while its end (expired) is being filed, so
+    that closing update changes nothing. The worker's log says the job was cancelled, not that another replica took
+    it, and the next claim ends it as cancelled."""
+    driver = auth_app.state.batches.worker.driver
+    monkeypatch.setattr(runner, "CHUNKS_IN_FLIGHT", 1)
+    late = {"by": 0.0}
+    driver.config = dataclasses.replace(driver.config, clock=lambda: time.time() + late["by"])
+    run_many = driver.lines.run_many
+
+    async def first_chunk_then_the_window_closes(lines: Sequence[BatchLine], **options: Any) -> list[LineOutcome]:
+        outcomes: list[LineOutcome] = await run_many(lines, **options)
+        late["by"] = 25 * 3600.0
+        return outcomes
+
+    monkeypatch.setattr(driver.lines, "run_many", first_chunk_then_the_window_closes)
+    created = await auth_app.state.gateway.keys.create(name="batch-user", credits=100)
+    secret = created.secret
+    close = driver.finalizer._close
+    endings: list[str] = []
+
+    async def cancelled_while_closing(job: Any, ending: Any, *args: Any, **kwargs: Any) -> None:
+        endings.append(ending.status)
+        if len(endings) == 1:
+            response = await http.post(f"/v1/batches/{job.id}/cancel", headers=bearer(secret))
+            assert response.status_code == 200 and response.json()["status"] == "cancelling"
+        await close(job, ending, *args, **kwargs)
+
+    monkeypatch.setattr(driver.finalizer, "_close", cancelled_while_closing)
+    upload = await http.post("/v1/files", files={"file": ("in.jsonl", _lines(LINES))}, data={"purpose": "batch"},
+                             headers=bearer(secret))  # fmt: skip
+    with caplog.at_level(logging.INFO, logger="embedserve.batch"):
+        created_batch = await http.post("/v1/batches", json={"input_file_id": upload.json()["id"], **CREATE},
+                                        headers=bearer(secret))  # fmt: skip
+        batch = await wait_for(http, created_batch.json()["id"], until=finished, headers=bearer(secret), timeout=30)
+
+    assert endings == ["expired", "cancelled"]
+    assert batch["status"] == "cancelled" and batch["expired_at"] is None
+    messages = [r.getMessage() for r in caplog.records if r.name == "embedserve.batch.runner"]
+    assert f"batch {batch['id']} was cancelled meanwhile; its next claim ends it as cancelled" in messages
+    assert not [m for m in messages if "another replica" in m]
+    err = (await http.get(f"/v1/files/{batch['error_file_id']}/content", headers=bearer(secret))).content
+    out = (await http.get(f"/v1/files/{batch['output_file_id']}/content", headers=bearer(secret))).content
+    lines = [orjson.loads(x) for x in out.splitlines() + err.splitlines()]
+    assert sorted(x["custom_id"] for x in lines) == sorted(f"r{i}" for i in range(LINES))
+    assert {x["error"]["code"] for x in lines if x["response"] is None} == {"batch_cancelled"}
+    assert batch["request_counts"]["completed"] + batch["request_counts"]["failed"] == LINES
