@@ -46,6 +46,13 @@ async def hold_in(
     return hold_id
 
 
+async def held_left(conn: AsyncConnection, hold_id: str) -> int | None:
+    """The credits the hold has left to charge; None once it is closed."""
+    query = sa.select(ledger.c.credits).where(ledger.c.id == hold_id, ledger.c.status == HELD)
+    left = (await conn.execute(query)).scalar()
+    return None if left is None else int(left)
+
+
 async def settle_part_in(
     conn: AsyncConnection, hold_id: str, *, request_id: str, inputs: int, tokens: int, credits: int, at: float
 ) -> int:

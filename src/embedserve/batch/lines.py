@@ -7,6 +7,7 @@ details (body schema, response rendering) come from the API layer through a ``Li
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import random
 import uuid
@@ -126,6 +127,19 @@ def result_line(*, custom_id: str, request_id: str, status_code: int, body: Mapp
         "error": None,
     }
     return orjson.dumps(line, option=orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_APPEND_NEWLINE)
+
+
+def with_credits(outcome: LineOutcome, credits: int) -> LineOutcome:
+    """``outcome`` charged ``credits``, its line saying so (``meta.usage.credits_used``) as well as its counts: for a
+    line priced at another rate than the one charged (a Ray actor's), or charged less (a hold running short)."""
+    if not outcome.ok or outcome.credits == credits:
+        return outcome
+    data = outcome.data
+    if data:  # rare (see above): decoding the line again costs about what rendering it did
+        line = orjson.loads(data)
+        line["response"]["body"]["meta"]["usage"]["credits_used"] = credits
+        data = orjson.dumps(line, option=orjson.OPT_APPEND_NEWLINE)
+    return dataclasses.replace(outcome, credits=credits, data=data)
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,14 +9,13 @@ server needs each chunk back before it records it, so the actors are called dire
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 
-from embedserve.batch.lines import BatchLine, LineOutcome, LineRunner
+from embedserve.batch.lines import BatchLine, LineOutcome, LineRunner, with_credits
 from embedserve.batch.ray_stages import CALLS_PER_ACTOR, Embedder, outcomes_from
 from embedserve.settings import Settings
 
@@ -31,7 +30,8 @@ class RayLineRunner(LineRunner):
     async def run_many(
         self, lines: Sequence[BatchLine], *, price: Callable[[int], int] | None = None
     ) -> list[LineOutcome]:
-        """``price``: the job's held price; the actors price at their own, so a line's credits are set again here."""
+        """``price``: the job's held price; the actors price at their own, so a line's credits (its counts and what
+        its line shows) are set again here."""
         if not lines:
             return []
         size = math.ceil(len(lines) / len(self.actors))
@@ -41,7 +41,7 @@ class RayLineRunner(LineRunner):
         outcomes = [outcome for columns in results for outcome in outcomes_from(columns)]
         if price is None:
             return outcomes
-        return [dataclasses.replace(o, credits=price(o.tokens)) if o.ok else o for o in outcomes]
+        return [with_credits(o, price(o.tokens)) for o in outcomes]
 
 
 def _columns(lines: Sequence[BatchLine]) -> dict[str, Any]:

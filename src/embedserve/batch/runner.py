@@ -64,6 +64,7 @@ class JobDriver:
         self.config = config
         self.holder = holder
         self.finalizer = Finalizer(jobs=jobs, files=files, holder=holder)
+        self._committing = asyncio.Lock()  # chunks run two at a time, but are recorded one at a time
 
     async def drive(self, job: JobRecord) -> None:
         if job.status == states.VALIDATING:
@@ -171,10 +172,11 @@ class JobDriver:
     async def _chunk(self, job: JobRecord, seq: int, raws: list[bytes]) -> None:
         lines = await asyncio.to_thread(parse_chunk, raws, first=seq * job.chunk_lines, endpoint=job.endpoint)
         outcomes: list[LineOutcome] = await self.lines.run_many(lines, price=self._held_price(job))
-        await commit_chunk(
-            self.jobs.store, self.files.storage, job_id=job.id, hold_id=job.hold_id, holder=self.holder, seq=seq,
-            outcomes=outcomes, lease_s=self.config.lease_s,
-        )  # fmt: skip
+        async with self._committing:
+            await commit_chunk(
+                self.jobs.store, self.files.storage, job_id=job.id, hold_id=job.hold_id, holder=self.holder, seq=seq,
+                outcomes=outcomes, lease_s=self.config.lease_s,
+            )  # fmt: skip
 
     def _held_price(self, job: JobRecord) -> Callable[[int], int] | None:
         """The price the job's credits were held at, even if the server's price changed since (a restart)."""

@@ -7,6 +7,7 @@ import time
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 import sqlalchemy as sa
 
@@ -94,3 +95,9 @@ async def test_a_chunk_records_the_credits_it_was_charged_when_its_lines_cost_mo
     assert {f"{batch_id}#{seq}": credits for seq, credits in recorded.items()} == charged
     assert sum(recorded.values()) == 5 == batch["progress"]["credits_used"] == batch["progress"]["credits_total"]
     assert (await auth_app.state.gateway.keys.get(created.info.id)).credits == 100 - 5
+    # each line shows what it was charged: the chunk's lines add up to what the chunk was charged (they cost 10
+    # each, the hold had 5 in all)
+    out = await http.get(f"/v1/files/{batch['output_file_id']}/content", headers=bearer(created.secret))
+    shown = [orjson.loads(x)["response"]["body"]["meta"]["usage"]["credits_used"] for x in out.content.splitlines()]
+    assert len(shown) == len(TEXTS) and all(0 <= c <= 10 for c in shown)
+    assert [sum(shown[:3]), sum(shown[3:])] == [recorded[0], recorded[1]]  # chunks of 3 lines (auth_app)

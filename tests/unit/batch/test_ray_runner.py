@@ -16,6 +16,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from embedserve.accounting.pricing import price
 from embedserve.api.batch_codec import EmbeddingsCodec
 from embedserve.batch import ray_runner
 from embedserve.batch.lines import BatchLine, LineOutcome
@@ -167,12 +168,22 @@ async def test_a_server_with_a_ray_address_runs_job_lines_on_ray_with_the_same_r
         lines = [BatchLine(number=i + 1, custom_id=f"c{i}", body={"input": t}) for i, t in enumerate(TEXTS[:9])]
         lines.append(BatchLine(number=10, custom_id="bad", body={"input": ""}))
         got, want = await on_ray.run_many(lines), await here.run_many(lines)
+        got_held, want_held = await on_ray.run_many(lines, price=_held), await here.run_many(lines, price=_held)
     finally:
         await engine.stop()
-    assert [(o.ok, o.custom_id, o.inputs, o.tokens, o.credits) for o in got] == [
-        (o.ok, o.custom_id, o.inputs, o.tokens, o.credits) for o in want
-    ]
-    assert [_body(o) for o in got] == [_body(o) for o in want]
+    for on, off in ((got, want), (got_held, want_held)):
+        assert [(o.ok, o.custom_id, o.inputs, o.tokens, o.credits) for o in on] == [
+            (o.ok, o.custom_id, o.inputs, o.tokens, o.credits) for o in off
+        ]
+        assert [_body(o) for o in on] == [_body(o) for o in off]
+    shown = [_body(o)["meta"]["usage"]["credits_used"] for o in got_held if o.ok]
+    assert shown == [o.tokens for o in got_held if o.ok] == [o.credits for o in got_held if o.ok]
+    assert shown != [_body(o)["meta"]["usage"]["credits_used"] for o in got if o.ok]  # the actors' price differs
+
+
+def _held(tokens: int) -> int:
+    """A job's price held at another rate than the actors' (a restart changed it): a credit a token."""
+    return price(tokens, credits_per_1k_tokens=1000.0)
 
 
 def _body(outcome: LineOutcome) -> dict[str, Any]:
