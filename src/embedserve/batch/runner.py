@@ -144,14 +144,16 @@ class JobDriver:
         try:
             async with contextlib.aclosing(chunks_of(job, self.files.path_of(source), done)) as chunks:
                 async for seq, raws in chunks:
-                    job = await self.jobs.reload(job.id)
-                    if job.status != states.IN_PROGRESS or self._expired(job):
-                        break
                     while len(running) >= CHUNKS_IN_FLIGHT:
                         finished, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
                         for task in finished:
                             running.discard(task)
                             task.result()
+                    # looked at once a slot is free, so a cancel (or the window closing) while chunks run starts no
+                    # further chunk
+                    job = await self.jobs.reload(job.id)
+                    if job.status != states.IN_PROGRESS or self._expired(job):
+                        break
                     running.add(asyncio.create_task(self._chunk(job, seq, raws)))
             for task in running:
                 await task
