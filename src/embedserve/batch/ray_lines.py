@@ -13,10 +13,8 @@ import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import numpy as np
-
 from embedserve.batch.lines import BatchLine, LineOutcome, LineRunner, with_credits
-from embedserve.batch.ray_stages import CALLS_PER_ACTOR, Embedder, outcomes_from
+from embedserve.batch.ray_stages import CALLS_PER_ACTOR, Embedder, line_columns, outcomes_from
 from embedserve.settings import Settings
 
 
@@ -36,20 +34,12 @@ class RayLineRunner(LineRunner):
             return []
         size = math.ceil(len(lines) / len(self.actors))
         slices = [lines[i : i + size] for i in range(0, len(lines), size)]
-        calls = [actor.__call__.remote(_columns(part)) for actor, part in zip(self.actors, slices, strict=False)]
+        calls = [actor.__call__.remote(line_columns(part)) for actor, part in zip(self.actors, slices, strict=False)]
         results = await asyncio.gather(*calls)  # Ray's object refs are awaitable
         outcomes = [outcome for columns in results for outcome in outcomes_from(columns)]
         if price is None:
             return outcomes
         return [with_credits(o, price(o.tokens)) for o in outcomes]
-
-
-def _columns(lines: Sequence[BatchLine]) -> dict[str, Any]:
-    return {
-        "number": np.array([line.number for line in lines], dtype=np.int64),
-        "custom_id": np.array([line.custom_id for line in lines], dtype=object),
-        "body": np.array([line.json_body() for line in lines], dtype=object),
-    }
 
 
 def start_actors(settings: Settings, address: str, *, cpus_per_actor: float = 1.0) -> list[Any]:

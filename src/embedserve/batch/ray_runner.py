@@ -1,9 +1,9 @@
 """``embedserve batch run --ray-address ADDR``: the same batch work on a Ray cluster, through Ray Data.
 
-A plan of chunks (byte offsets for JSONL) is read by a task stage and embedded by an actor pool (``Embedder``,
-one engine per actor); the results stream back in order to the driver, which writes them through the in-process
-run's ``Sink`` and ``Meter``: the output files and ``--resume`` are the same. Ray is an optional extra and is
-imported only here, only when asked for.
+A plan of chunks (byte offsets for JSONL and CSV, row groups for Parquet) is read by one ``ChunkReader`` actor and
+embedded by an actor pool (``Embedder``, one engine per actor); the results stream back in order to the driver,
+which writes them through the in-process run's ``Sink`` and ``Meter``: the output files and ``--resume`` are the
+same. Ray is an optional extra and is imported only here, only when asked for.
 
 Sizing: the pool leaves ``READ_CPUS`` of the cluster to the read stage (a pool holding every CPU starves reading
 and Ray Data then waits forever), and the driver gives up when no chunk arrives for ``stall_timeout`` seconds.
@@ -27,7 +27,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from embedserve.batch.ray_stages import CALLS_PER_ACTOR, Embedder, outcomes_from, read_chunk
+from embedserve.batch.ray_stages import CALLS_PER_ACTOR, ChunkReader, Embedder, outcomes_from
 from embedserve.batch.run_cli import Meter
 from embedserve.batch.sinks import Sink
 from embedserve.batch.sources import Source
@@ -108,12 +108,13 @@ def pool_size(cluster_cpus: float, cpus_per_actor: float) -> tuple[int, float]:
 
 
 def plan_rows(source: Source, *, skip: int, chunk_rows: int) -> list[dict[str, int]]:
-    if source.kind in ("openai", "corpus-jsonl"):
-        spans = source.line_offsets(skip=skip, every=chunk_rows)
-        return [{"offset": o, "number": n, "skip": -1, "rows": r} for o, n, r in spans]
-    total = source.count()
-    return [{"offset": -1, "number": 0, "skip": s, "rows": min(chunk_rows, total - s)}
-            for s in range(skip, total, chunk_rows)]  # fmt: skip
+    """The chunks after the ``skip`` rows done, found in one pass over the file (its metadata for Parquet): each with
+    where it starts, a byte offset (JSONL, CSV) or a row group and the rows before it there (Parquet)."""
+    if source.kind == "parquet":
+        starts = source.row_group_offsets(skip=skip, every=chunk_rows)
+        return [{"offset": -1, "group": g, "over": o, "number": n, "rows": r} for g, o, n, r in starts]
+    offsets = source.line_offsets(skip=skip, every=chunk_rows)
+    return [{"offset": o, "group": -1, "over": 0, "number": n, "rows": r} for o, n, r in offsets]
 
 
 def run_on_ray(
@@ -122,7 +123,7 @@ def run_on_ray(
 ) -> Counter[str]:  # fmt: skip
     """Run the batch on Ray; the rows embedded on each node (by node id)."""
     # Refused up front, with the in-process run's message: a corpus without --text-column, and for an OpenAI file
-    # any bad line or repeated custom_id (read tasks see one chunk each, so the whole-file rules run here).
+    # any bad line or repeated custom_id (the reader sees one chunk at a time, so the whole-file rules run here).
     collections.deque(source.lines() if source.kind == "openai" else itertools.islice(source.lines(), 1), maxlen=0)
     attached = "ray" in sys.modules and sys.modules["ray"].is_initialized()
     ray = connect(address)
@@ -134,7 +135,8 @@ def run_on_ray(
             actors, per_actor = pool_size(float(ray.cluster_resources().get("CPU", 1)), cpus_per_actor)
             logger.info("batch run on Ray: %d chunks, %d actors x %.2f CPUs", len(plan), actors, per_actor)
             dataset = _dataset(ray, source, plan, settings, actors, per_actor, sink.parquet)
-            meter, first = Meter(total=source.count(), done=sink.rows_done, stream=sys.stderr), True
+            total = sink.rows_done + sum(item["rows"] for item in plan)
+            meter, first = Meter(total=total, done=sink.rows_done, stream=sys.stderr), True
             for columns in _within(stall_timeout, dataset.iter_batches(batch_size=None, batch_format="numpy")):
                 outcomes = outcomes_from(columns)
                 sink.dim = sink.dim or next((o.vectors.shape[1] for o in outcomes if o.vectors is not None), 0)
@@ -187,9 +189,12 @@ def _dataset(
         engine = engine.model_copy(update={"threads": max(1, math.ceil(per_actor))})
     kwargs = {"engine": engine, "max_inputs": settings.max_inputs,
               "credits_per_1k_tokens": settings.credits_per_1k_tokens, "keep_vectors": keep_vectors}  # fmt: skip
+    # One reader, an actor: chunks reach it in order, so a Parquet row group is decoded once however many chunks it
+    # holds (see ChunkReader). Reading is cheap next to embedding; it holds READ_CPUS, which the pool leaves free.
     read = ray.data.from_items(plan, override_num_blocks=max(1, len(plan))).map_batches(
-        read_chunk, fn_kwargs={"source": source}, batch_size=None, num_cpus=READ_CPUS
-    )
+        ChunkReader, fn_constructor_kwargs={"source": source}, batch_size=None, num_cpus=READ_CPUS,
+        compute=ActorPoolStrategy(size=1),
+    )  # fmt: skip
     # Two chunks per actor at once (the first actor ready still cannot hoard chunks): both go to the actor's one
     # engine, which tokenises the next while it embeds this one. Run one at a time, a sync actor's engine stood idle
     # while each chunk was validated and tokenised (local Ray 0.83x of in-process on 2 cores).

@@ -11,7 +11,7 @@ import asyncio
 import itertools
 import threading
 import time
-from collections.abc import Coroutine, Sequence
+from collections.abc import Coroutine, Iterator, Sequence
 from typing import Any, TypeVar
 
 import numpy as np
@@ -26,14 +26,39 @@ T = TypeVar("T")
 CALLS_PER_ACTOR = 2  # chunks an actor works on at once: one embedding while the next is tokenised
 
 
-def read_chunk(plan: Columns, *, source: Source) -> Columns:
-    """Read stage: each plan row ``(offset, number, skip, rows)`` becomes its lines, read as ``Source`` reads them."""
-    lines: list[BatchLine] = []
-    for offset, number, skip, rows in zip(plan["offset"], plan["number"], plan["skip"], plan["rows"], strict=True):
-        if offset >= 0:  # JSONL: seek to the chunk
-            lines.extend(itertools.islice(source.lines_at(int(offset), int(number)), int(rows)))
-        else:  # CSV, Parquet: stream from the start and skip (reading is cheap next to embedding)
-            lines.extend(itertools.islice(source.lines(skip=int(skip)), int(rows)))
+class ChunkReader:
+    """Read stage (a callable class for ``map_batches``, on one actor): each plan row becomes its chunk's lines, read
+    as ``Source.lines`` reads them, each record and each row group once per run.
+
+    JSONL and CSV chunks are read from the byte offset of their first record. A Parquet chunk carries on with the
+    row-group reader the chunk before it left off, since the chunks reach the one reader in order; a chunk that does
+    not follow on (an actor restarted) opens a reader at the row group that holds its first row. Reading each chunk
+    afresh would decode a big row group once per chunk in it: Parquet cannot start inside a row group.
+    """
+
+    def __init__(self, *, source: Source) -> None:
+        self.source = source
+        self.rows: Iterator[BatchLine] = iter(())
+        self.next_number = -1  # the row number ``rows`` gives next
+
+    def __call__(self, plan: Columns) -> Columns:
+        lines: list[BatchLine] = []
+        for i in range(len(plan["rows"])):
+            chunk = {key: int(values[i]) for key, values in plan.items()}
+            lines.extend(itertools.islice(self._lines(chunk), chunk["rows"]))
+        return line_columns(lines)
+
+    def _lines(self, chunk: dict[str, int]) -> Iterator[BatchLine]:
+        if self.source.kind != "parquet":
+            return self.source.lines_at(chunk["offset"], chunk["number"])
+        if chunk["number"] != self.next_number:
+            self.rows = self.source.row_group_lines(chunk["group"], over=chunk["over"], number=chunk["number"])
+        self.next_number = chunk["number"] + chunk["rows"]
+        return self.rows
+
+
+def line_columns(lines: Sequence[BatchLine]) -> Columns:
+    """Lines as the columns the embed stage (and a server's Ray actors) take."""
     return {
         "number": np.array([line.number for line in lines], dtype=np.int64),
         "custom_id": np.array([line.custom_id for line in lines], dtype=object),

@@ -18,13 +18,14 @@ import pytest
 
 from embedserve.accounting.pricing import price
 from embedserve.api.batch_codec import EmbeddingsCodec
-from embedserve.batch import ray_runner
+from embedserve.batch import ray_runner, sinks
 from embedserve.batch.lines import BatchLine, LineOutcome
 from embedserve.batch.run_cli import run_batch
 from embedserve.batch.sources import Source
 from embedserve.errors import EngineError, InvalidRequestError
 from embedserve.settings import EngineSettings, Settings
 from tests.paths import REFERENCE_DIR
+from tests.unit.batch.test_ray_reads import write_csv, write_parquet
 
 # Ray's own modules warn about their own deprecated settings when a context is made; nothing of ours.
 pytestmark = pytest.mark.filterwarnings(r"ignore::DeprecationWarning:ray\..*")
@@ -122,6 +123,48 @@ async def test_a_ray_run_writes_the_same_corpus_parquet(tmp_path: Path, local_ra
     assert there.column("id").to_pylist() == [f"d{i}" for i in range(len(TEXTS))]
     np.testing.assert_array_equal(np.asarray(there.column("embedding").combine_chunks().flatten()),
                                   np.asarray(here.column("embedding").combine_chunks().flatten()))  # fmt: skip
+
+
+class Crash(Exception):
+    pass
+
+
+async def _interrupted(source: Source, output: Path, monkeypatch: pytest.MonkeyPatch, *, chunks: int) -> int:
+    """An in-process run into ``output`` that stops after ``chunks`` durable chunks of 5 rows: what --resume finds."""
+    real_write, writes = sinks.Sink.write, []
+
+    def crashing_write(self: sinks.Sink, outcomes: Any) -> None:
+        real_write(self, outcomes)
+        writes.append(len(outcomes))
+        if len(writes) == chunks:
+            raise Crash
+
+    with monkeypatch.context() as patch:
+        patch.setattr(sinks.Sink, "write", crashing_write)
+        with pytest.raises(Crash):
+            await run_batch(source, output, settings=SETTINGS, codec=EmbeddingsCodec(), resume=False, chunk_rows=5)
+    return sum(writes)
+
+
+@pytest.mark.parametrize("kind", ["csv", "parquet"])
+async def test_a_ray_run_resumed_mid_file_writes_what_the_in_process_run_writes(
+    tmp_path: Path, local_ray: None, monkeypatch: pytest.MonkeyPatch, kind: str
+) -> None:
+    """CSV with a quoted field over several lines and blank lines; Parquet in row groups of 7 (row 11, where the run
+    resumes, is inside the second): the Ray run reads each from its offsets and spans, the output is the same."""
+    if kind == "csv":
+        source = Source(write_csv(tmp_path / "c.csv", TEXTS), text_column="text")  # custom_id: the row number
+    else:
+        source = Source(write_parquet(tmp_path / "c.parquet", TEXTS, row_group_size=7), text_column="text",
+                        id_column="doc")  # fmt: skip
+    await run_batch(source, tmp_path / "here.jsonl", settings=SETTINGS, codec=EmbeddingsCodec(), resume=False,
+                    chunk_rows=5)  # fmt: skip
+    assert await _interrupted(source, tmp_path / "ray.jsonl", monkeypatch, chunks=2) == 10
+    ray_runner.run_on_ray(source, tmp_path / "ray.jsonl", settings=SETTINGS, address="local", resume=True,
+                          chunk_rows=8, stall_timeout=300)  # fmt: skip
+    here, there = _lines(tmp_path / "here.jsonl"), _lines(tmp_path / "ray.jsonl")
+    assert list(there) == list(here) and len(here) == len(TEXTS)  # each custom_id once, in order
+    assert there == here
 
 
 _preexisting = {p.name for p in (Path.home() / ".ray").glob("*")} if (Path.home() / ".ray").exists() else set()
