@@ -51,6 +51,7 @@ class Metrics:
     inputs: Counter
     errors: Counter
     model: Info
+    ray_lines: Counter
 
     @classmethod
     def create(cls, *, process: bool = True) -> Metrics:
@@ -112,6 +113,12 @@ class Metrics:
                 registry=r,
             ),
             model=Info("embedserve_model", "The model being served and how it runs.", registry=r),
+            ray_lines=Counter(
+                "embedserve_batch_lines_on_ray",
+                "Batch job lines embedded on Ray actors (serve --ray-address), by Ray node id.",
+                ["node"],
+                registry=r,
+            ),
         )
 
 
@@ -188,6 +195,11 @@ def batch_observer(metrics: Metrics) -> Callable[[BatchReport], None]:
         )
 
     return on_batch
+
+
+def observe_ray_lines(metrics: Metrics, *, node: str, lines: int) -> None:
+    """``serve --ray-address``, once per chunk and node: the job lines that node's actors embedded."""
+    metrics.ray_lines.labels(node=node).inc(lines)
 
 
 def set_queue(metrics: Metrics, *, depth: int, tokens: int) -> None:

@@ -18,6 +18,7 @@ from embedserve.metrics import (
     observe_batch,
     observe_error,
     observe_queue_wait,
+    observe_ray_lines,
     observe_request,
     observe_tokenization,
     observe_usage,
@@ -119,6 +120,16 @@ def test_errors_are_counted_by_type_and_code(error: errors.EmbedServeError) -> N
     assert value(m, "embedserve_errors_total", {"type": error.type, "code": str(error.code)}) == 2
 
 
+def test_batch_lines_on_ray_are_counted_by_node() -> None:
+    m = Metrics.create(process=False)
+    assert m.registry.get_sample_value("embedserve_batch_lines_on_ray_total", {"node": "a1"}) is None
+    observe_ray_lines(m, node="a1", lines=3)
+    observe_ray_lines(m, node="a1", lines=2)
+    observe_ray_lines(m, node="b2", lines=1)
+    assert value(m, "embedserve_batch_lines_on_ray_total", {"node": "a1"}) == 5
+    assert value(m, "embedserve_batch_lines_on_ray_total", {"node": "b2"}) == 1
+
+
 def test_render_exposes_every_metric_with_the_embedserve_prefix() -> None:
     m = Metrics.create()
     set_model_info(m, model="bge", backend="torch", dtype="float32", device="cpu", dim=1024)
@@ -132,7 +143,7 @@ def test_render_exposes_every_metric_with_the_embedserve_prefix() -> None:
         "embedserve_queue_wait_seconds", "embedserve_tokenization_duration_seconds",
         "embedserve_inference_duration_seconds", "embedserve_batch_size", "embedserve_batch_tokens",
         "embedserve_queue_depth", "embedserve_queued_tokens", "embedserve_tokens", "embedserve_credits",
-        "embedserve_inputs", "embedserve_errors", "embedserve_model_info",
+        "embedserve_inputs", "embedserve_errors", "embedserve_model_info", "embedserve_batch_lines_on_ray",
     }  # fmt: skip
     assert 'embedserve_model_info{backend="torch",device="cpu",dim="1024"' in text
     assert "process_cpu_seconds_total" in text

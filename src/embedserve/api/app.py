@@ -54,11 +54,13 @@ def _input_limits(engine: EmbeddingEngine, settings: Settings) -> InputLimits | 
 MULTIPART_OVERHEAD = 1 << 20
 
 
-def _batches(settings: Settings, service: EmbeddingService, decoder: Callable[[], BodyDecoder]) -> Batches:
+def _batches(
+    settings: Settings, service: EmbeddingService, decoder: Callable[[], BodyDecoder], metrics: Metrics
+) -> Batches:
     from embedserve.api.batch_codec import EmbeddingsCodec
     from embedserve.batch.setup import build_batches
 
-    return build_batches(settings, service=service, codec=EmbeddingsCodec(decoder))
+    return build_batches(settings, service=service, codec=EmbeddingsCodec(decoder), metrics=metrics)
 
 
 def create_app(
@@ -76,7 +78,7 @@ def create_app(
     if gateway is None:
         gateway = _default_gateway(settings)
     service = EmbeddingService(engine=engine, gateway=gateway, max_inputs=settings.max_inputs, metrics=metrics)
-    bulk = _batches(settings, service, lambda: app.state.body_decoder)  # big lines decode as big bodies do
+    bulk = _batches(settings, service, lambda: app.state.body_decoder, metrics)  # big lines decode as big bodies do
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

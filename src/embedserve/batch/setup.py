@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,6 +18,7 @@ from embedserve.batch.runner import BatchWorker, JobDriver, RunnerConfig, new_ho
 from embedserve.batch.storage import Storage
 from embedserve.batch.validate import JobLimits
 from embedserve.engine.scheduler import Priority
+from embedserve.metrics import Metrics
 from embedserve.service import EmbeddingService
 from embedserve.settings import Settings
 
@@ -31,6 +33,7 @@ class Batches:
     worker: BatchWorker | None
     chunk_lines: int
     eager: bool  # False: auth off and no database yet; create nothing until the first files/batches call
+    release: Callable[[], None] | None = None  # what the line runner holds beyond this process (a Ray pool)
     _started: bool = False
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
@@ -63,6 +66,8 @@ class Batches:
         if self.worker is not None:
             await self.worker.stop()
         await self.store.dispose()
+        if self.release is not None:  # after the worker: no chunk is on the pool any more
+            await asyncio.to_thread(self.release)
 
     def wake(self) -> None:
         """A job was created or cancelled here: look now rather than at the next poll."""
@@ -70,18 +75,24 @@ class Batches:
             self.worker.wake()
 
 
-def _line_runner(settings: Settings, *, service: EmbeddingService, codec: LineCodec, rate: float) -> LineRunner:
+def _line_runner(
+    settings: Settings, *, service: EmbeddingService, codec: LineCodec, rate: float, metrics: Metrics | None = None
+) -> tuple[LineRunner, Callable[[], None] | None]:
+    """The line runner, and what stops what it holds beyond this process (a Ray pool), if anything."""
     kwargs: dict[str, Any] = {"service": service, "codec": codec, "priority": Priority.BULK,
                               "price": lambda t: price(t, credits_per_1k_tokens=rate)}  # fmt: skip
     address = settings.ray_address or os.environ.get("RAY_ADDRESS")
     if not address:
-        return LineRunner(**kwargs)
-    from embedserve.batch.ray_lines import RayLineRunner, start_actors  # Ray only when asked for
+        return LineRunner(**kwargs), None
+    from embedserve.batch.ray_lines import RayLineRunner, start_pool  # Ray only when asked for
 
-    return RayLineRunner(actors=start_actors(settings, address), **kwargs)
+    pool = start_pool(settings, address)
+    return RayLineRunner(pool=pool, metrics=metrics, **kwargs), pool.stop
 
 
-def build_batches(settings: Settings, *, service: EmbeddingService, codec: LineCodec) -> Batches:
+def build_batches(
+    settings: Settings, *, service: EmbeddingService, codec: LineCodec, metrics: Metrics | None = None
+) -> Batches:
     store = Store(database_url(data_dir=settings.data_dir, database_url=settings.database_url), pool_size=4)
     storage = Storage(settings.storage_dir)
     files = FileStore(
@@ -91,9 +102,10 @@ def build_batches(settings: Settings, *, service: EmbeddingService, codec: LineC
     )
     job_store = JobStore(store)
     worker = None
+    release = None
     if settings.batch_runner:
         rate = settings.credits_per_1k_tokens
-        lines = _line_runner(settings, service=service, codec=codec, rate=rate)
+        lines, release = _line_runner(settings, service=service, codec=codec, rate=rate, metrics=metrics)
         config = RunnerConfig(
             limits=JobLimits(
                 max_requests=settings.batch_max_requests,
@@ -108,6 +120,5 @@ def build_batches(settings: Settings, *, service: EmbeddingService, codec: LineC
         driver = JobDriver(jobs=job_store, files=files, lines=lines, config=config, holder=new_holder())
         worker = BatchWorker(driver)
     eager = settings.auth or bool(settings.database_url) or (settings.data_dir / SQLITE_FILENAME).exists()
-    return Batches(
-        store=store, files=files, jobs=job_store, worker=worker, chunk_lines=settings.batch_chunk_lines, eager=eager
-    )
+    return Batches(store=store, files=files, jobs=job_store, worker=worker, chunk_lines=settings.batch_chunk_lines,
+                   eager=eager, release=release)  # fmt: skip

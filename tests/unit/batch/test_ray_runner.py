@@ -205,8 +205,8 @@ async def test_a_server_with_a_ray_address_runs_job_lines_on_ray_with_the_same_r
     await engine.start()
     try:
         service = EmbeddingService(engine=engine, gateway=OpenGateway(credits_per_1k_tokens=1.0), max_inputs=2048)
-        on_ray = _line_runner(settings, service=service, codec=EmbeddingsCodec(), rate=1.0)
-        here = _line_runner(SETTINGS, service=service, codec=EmbeddingsCodec(), rate=1.0)
+        on_ray, _ = _line_runner(settings, service=service, codec=EmbeddingsCodec(), rate=1.0)
+        here, _ = _line_runner(SETTINGS, service=service, codec=EmbeddingsCodec(), rate=1.0)
         assert isinstance(on_ray, RayLineRunner) and not isinstance(here, RayLineRunner)
         lines = [BatchLine(number=i + 1, custom_id=f"c{i}", body={"input": t}) for i, t in enumerate(TEXTS[:9])]
         lines.append(BatchLine(number=10, custom_id="bad", body={"input": ""}))
