@@ -17,30 +17,11 @@ import uvicorn
 
 from embedserve.engine.engine_process import ORPHAN_GRACE_S, watch_parent
 from embedserve.engine.model_info import ModelInfo
-from embedserve.http_protocol import guarded_protocol
 from embedserve.logs import configure_logging
+from embedserve.server import uvicorn_config
 from embedserve.settings import Settings
 
 logger = logging.getLogger(__name__)
-
-
-def uvicorn_config(settings: Settings, app: object, *, max_connections: int) -> uvicorn.Config:
-    """As ``server.run_server`` configures uvicorn for one process."""
-    return uvicorn.Config(
-        app,  # type: ignore[arg-type]
-        host=settings.host,
-        port=settings.port,
-        http=guarded_protocol(
-            header_timeout=settings.header_timeout_seconds,
-            body_timeout=settings.body_timeout_seconds,
-            max_connections=max_connections,
-        ),
-        log_level=settings.log_level,
-        timeout_graceful_shutdown=int(settings.shutdown_timeout) or None,
-        lifespan="on",
-        log_config=None,
-        access_log=False,
-    )
 
 
 def run_api_process(
@@ -51,7 +32,6 @@ def run_api_process(
     endpoint: str,
     info: ModelInfo,
     tokenizer_path: str,
-    max_connections: int,
     started: Event,
 ) -> None:
     """The process's target (spawned): serve on ``sock`` until SIGTERM (or SIGINT), then exit 0."""
@@ -63,7 +43,7 @@ def run_api_process(
     watch_parent(parent, grace=settings.shutdown_timeout + ORPHAN_GRACE_S)
     engine = RemoteEngine(settings.engine, endpoint=endpoint, info=info, tokenizer_path=Path(tokenizer_path))
     app = create_app(settings, engine=engine, metrics=Metrics.create())
-    server = uvicorn.Server(uvicorn_config(settings, app, max_connections=max_connections))
+    server = uvicorn.Server(uvicorn_config(settings, app))
     # As in one process, uvicorn re-raises the SIGTERM it caught after its graceful shutdown, and this handler lands
     # it; one that arrives before uvicorn's own handlers are in place (still starting) is remembered, not lost.
     early = threading.Event()

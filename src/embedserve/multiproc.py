@@ -29,7 +29,7 @@ from embedserve.api_process import run_api_process
 from embedserve.engine.engine_process import run_engine_process
 from embedserve.engine.model_info import ModelInfo
 from embedserve.logs import configure_logging
-from embedserve.server import _banner, default_max_connections
+from embedserve.server import _banner
 from embedserve.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -152,7 +152,6 @@ class Supervisor:
             "endpoint": self.endpoint,
             "info": self._model[0],
             "tokenizer_path": self._model[1],
-            "max_connections": self.settings.max_connections or default_max_connections(),
             "started": started,
         }
         self._spawned += 1

@@ -69,6 +69,27 @@ def _open_metrics(settings: Settings) -> str:
     return f", open on http://{settings.host}:{settings.metrics_port}/metrics"
 
 
+def uvicorn_config(settings: Settings, app: object) -> uvicorn.Config:
+    """How uvicorn serves the app, in one process and in each API process of ``--api-processes`` alike: our
+    guarded HTTP protocol (header and body timeouts, a connection cap), the graceful-shutdown timeout, our logging.
+    Each API process reads the same file-descriptor limit, inherited from its parent."""
+    return uvicorn.Config(
+        app,  # type: ignore[arg-type]
+        host=settings.host,
+        port=settings.port,
+        http=guarded_protocol(
+            header_timeout=settings.header_timeout_seconds,
+            body_timeout=settings.body_timeout_seconds,
+            max_connections=settings.max_connections or default_max_connections(),
+        ),
+        log_level=settings.log_level,
+        timeout_graceful_shutdown=int(settings.shutdown_timeout) or None,
+        lifespan="on",
+        log_config=None,  # keep our handler (text or JSON) for uvicorn's records
+        access_log=False,  # the middleware writes one access line per request instead
+    )
+
+
 async def run_server(settings: Settings) -> int:
     from embedserve.api.app import create_app
     from embedserve.engine.engine import Engine
@@ -84,22 +105,7 @@ async def run_server(settings: Settings) -> int:
         print(f"embedserve: could not start the engine: {exc.message}", file=sys.stderr)
         return 2
     app = create_app(settings, engine=engine, metrics=metrics)
-    config = uvicorn.Config(
-        app,
-        host=settings.host,
-        port=settings.port,
-        http=guarded_protocol(
-            header_timeout=settings.header_timeout_seconds,
-            body_timeout=settings.body_timeout_seconds,
-            max_connections=settings.max_connections or default_max_connections(),
-        ),
-        log_level=settings.log_level,
-        timeout_graceful_shutdown=int(settings.shutdown_timeout) or None,
-        lifespan="on",
-        log_config=None,  # keep our handler (text or JSON) for uvicorn's records
-        access_log=False,  # the middleware writes one access line per request instead
-    )
-    server = uvicorn.Server(config)
+    server = uvicorn.Server(uvicorn_config(settings, app))
     # uvicorn re-raises the caught SIGTERM after a graceful shutdown; with a no-op handler installed first, the
     # re-raise lands here and the process exits 0 after finishing its work, as orchestrators expect.
     signal.signal(signal.SIGTERM, lambda *_: None)
