@@ -4,14 +4,12 @@ the same vectors as one process on real MiniLM weights, and the combinations it 
 
 from __future__ import annotations
 
-import asyncio
 import math
 import os
 import re
 import signal
 import time
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -21,9 +19,9 @@ from embedserve.cli import main
 from tests.browser.conftest import minilm_dir
 from tests.integration import test_official_sdks
 from tests.integration.gateway.processes import create_key, start_server
-from tests.integration.test_shutdown import BURST, TEXTS, _burst_then_sigterm
+from tests.integration.test_shutdown import TEXTS, assert_every_accepted_request_answered, sigterm_mid_burst
 from tests.paths import REFERENCE_DIR
-from tests.serverproc import ServerProcess, free_port, running_server, spawn_server, wait_ready
+from tests.serverproc import ServerProcess, free_port, running_server
 
 FAKE = ["--model", str(REFERENCE_DIR), "--backend", "fake", "--no-auth", "--api-processes", "2"]
 
@@ -92,26 +90,13 @@ def test_a_dead_engine_is_a_503_and_a_failing_ready_until_it_is_restarted(replic
 @pytest.mark.slow  # ~60 s on a shared 2-core box (real MiniLM inference, as test_shutdown.py)
 def test_sigterm_mid_burst_answers_every_accepted_request_and_exits_zero(tmp_path: Path) -> None:
     args = ["--model", minilm_dir(), "--no-auth", "--api-processes", "2", "--shutdown-timeout", "60"]
-    live = spawn_server([*args, "--data-dir", str(tmp_path)], log_path=tmp_path / "server.log")
-    try:
-        wait_ready(live)
-        with ThreadPoolExecutor(1) as pool:
-            burst = pool.submit(asyncio.run, _burst_then_sigterm(live.base_url, live.proc.pid))
-            results, late, pending, _sent_at = burst.result(timeout=180)
-        code = live.proc.wait(timeout=90)
-    finally:
-        live.kill()
-    assert pending > 0, "the burst finished before SIGTERM; the test proves nothing"
-    failures = [r for r in results if not isinstance(r, httpx.Response) or r.status_code != 200]
-    assert not failures, f"{len(failures)} of {BURST} accepted requests were not answered: {failures[:3]}"
-    assert all(len(r.json()["data"]) == len(TEXTS) for r in results if isinstance(r, httpx.Response))
+    run = sigterm_mid_burst(args, tmp_path=tmp_path)
+    assert_every_accepted_request_answered(run)
     # Refused once the API processes have the signal (the parent forwards it: 0.4 s on a loaded 2-core box, so a
     # request 0.3 s after SIGTERM may still be taken); either way it is not dropped.
-    refused = isinstance(late, httpx.ConnectError)
-    assert refused or (isinstance(late, httpx.Response) and late.status_code == 200), f"late request: {late!r}"
-    assert code == 0, live.log()[-3000:]
-    assert "Traceback" not in live.log()
-    assert "engine process stopped" in live.log()
+    refused = isinstance(run.late, httpx.ConnectError)
+    assert refused or (isinstance(run.late, httpx.Response) and run.late.status_code == 200), f"late: {run.late!r}"
+    assert "engine process stopped" in run.log
 
 
 def _vectors(args: list[str], folder: Path, texts: list[str]) -> list[list[float]]:
