@@ -22,7 +22,7 @@ from embedserve import errors
 from embedserve.accounting.protocol import Gateway
 from embedserve.accounting.values import Admission, Principal
 from embedserve.engine.encoding import Encoding, Token
-from embedserve.engine.scheduler import Priority
+from embedserve.engine.scheduler import EmbedTiming, Priority
 from embedserve.engine.token_ids import TokenIdKind
 from embedserve.errors import NO_LIMITS, RateLimitState
 from embedserve.metrics import Metrics, observe_tokenization
@@ -73,6 +73,7 @@ class EmbedResult:
     rate_limit: RateLimitState = NO_LIMITS
     token_ids: tuple[TokenIdKind, ...] = ()  # how each token-id array was read; empty for text input
     credits_remaining: int | None = None  # the balance after this request; None: unlimited or no key store
+    timing: EmbedTiming | None = None  # its queue and forward-pass time in the engine (the access line's)
 
     @property
     def prompt_tokens(self) -> int:
@@ -216,9 +217,10 @@ class EmbeddingService:
         admission = await self._gateway.admit(
             principal, request_id=request.request_id, model=prepared.model, inputs=len(counts), tokens=sum(counts)
         )
-        vectors = await self._run(prepared.encodings, admission)
+        timing = EmbedTiming()
+        vectors = await self._run(prepared.encodings, admission, timing=timing)
         result = self._result(prepared, vectors, credits=admission.credits, rate_limit=admission.rate_limit)
-        return dataclasses.replace(result, credits_remaining=admission.credits_remaining)
+        return dataclasses.replace(result, credits_remaining=admission.credits_remaining, timing=timing)
 
     async def embed_prepaid(
         self, prepared: Prepared, *, credits: int, priority: Priority = Priority.BULK
@@ -271,10 +273,12 @@ class EmbeddingService:
         texts = await self._engine.decode(id_lists, skip_special_tokens=skip_special_tokens)
         return DecodeResult(texts=texts, model=self.model_name, rate_limit=rate_limit)
 
-    async def _run(self, encodings: Sequence[Encoding], admission: Admission) -> npt.NDArray[np.float32]:
+    async def _run(
+        self, encodings: Sequence[Encoding], admission: Admission, *, timing: EmbedTiming
+    ) -> npt.NDArray[np.float32]:
         ok = False
         try:
-            vectors = await self._engine.embed(encodings)
+            vectors = await self._engine.embed(encodings, timing=timing)
             ok = True
             return vectors
         finally:

@@ -1,6 +1,6 @@
 """The API tests again, with the app in front of a real engine process (``--api-processes``'s ``RemoteEngine``):
-every embeddings, errors, token-id and tokenize test, plus what only crossing a process can break (inference errors,
-a full queue's 503 and Retry-After, the engine process dying)."""
+every access-line, embeddings, errors, token-id and tokenize test, plus what only crossing a process can break
+(inference errors, a full queue's 503 and Retry-After, the engine process dying)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,13 @@ import pytest
 
 from embedserve.api.app import create_app
 from embedserve.settings import Settings
-from tests.integration import test_embeddings_api, test_errors_api, test_token_ids_api, test_tokenize_api
+from tests.integration import (
+    test_access_log,
+    test_embeddings_api,
+    test_errors_api,
+    test_token_ids_api,
+    test_tokenize_api,
+)
 from tests.integration.conftest import fake_settings
 from tests.multiproc_support import EngineProcess, engine_process
 
@@ -24,7 +30,7 @@ from tests.multiproc_support import EngineProcess, engine_process
 globals().update(
     {
         name: test
-        for module in (test_embeddings_api, test_errors_api, test_token_ids_api, test_tokenize_api)
+        for module in (test_access_log, test_embeddings_api, test_errors_api, test_token_ids_api, test_tokenize_api)
         for name, test in vars(module).items()
         if name.startswith("test_") and {"client", "make_client"} & set(inspect.signature(test).parameters)
     }

@@ -2,8 +2,9 @@
 request (``embedserve_requests_total`` / ``_duration_seconds``) and write its one access line.
 
 ``RequestContextMiddleware`` opens a ``RequestRecord`` for every HTTP request and holds it in a context variable;
-a route that knows the request's counts fills it through ``current_record()`` (the embeddings route sets ``inputs``
-and ``tokens``); ``request_observer`` reads it once the response is sent.
+a route that knows the request's counts fills it through ``current_record()`` (the embeddings route sets ``inputs``,
+``tokens`` and, from the engine's ``EmbedTiming``, ``queue_ms`` and ``inference_ms``); ``request_observer`` reads it
+once the response is sent.
 """
 
 from __future__ import annotations

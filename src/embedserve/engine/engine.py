@@ -24,7 +24,14 @@ from embedserve.engine.inputs import Encoded, InputEncoder, Items
 from embedserve.engine.loading import LoadedModel, load_model
 from embedserve.engine.memory import release_free_memory
 from embedserve.engine.model_info import ModelInfo
-from embedserve.engine.scheduler import BatchStats, Priority, Scheduler, SchedulerConfig, inference_executor
+from embedserve.engine.scheduler import (
+    BatchStats,
+    EmbedTiming,
+    Priority,
+    Scheduler,
+    SchedulerConfig,
+    inference_executor,
+)
 from embedserve.engine.token_ids import cl100k
 from embedserve.engine.tokenizer import WordPieceTokenizer
 from embedserve.errors import EngineError
@@ -207,14 +214,19 @@ class Engine:
         return self._require_inputs().encode_token_ids(ids, truncate=truncate)
 
     async def embed(
-        self, encodings: Sequence[Encoding], *, priority: Priority = Priority.ONLINE
+        self,
+        encodings: Sequence[Encoding],
+        *,
+        priority: Priority = Priority.ONLINE,
+        timing: EmbedTiming | None = None,
     ) -> npt.NDArray[np.float32]:
         """``(n, dim)`` float32 rows in input order. Cancelling the caller cancels its queued inputs.
         ``Priority.BULK`` work (batch jobs) runs only when no online work waits. The encodings come from ``encode``,
-        which has checked them against the model's context."""
+        which has checked them against the model's context. ``timing``, if given, is filled with the call's queue
+        and forward-pass time."""
         if not encodings:
             return np.zeros((0, self.info.dim), dtype=np.float32)
-        futures = self._require_scheduler().submit(encodings, priority=priority)
+        futures = self._require_scheduler().submit(encodings, priority=priority, timing=timing)
         try:
             rows = await asyncio.gather(*futures)
         except BaseException:

@@ -23,6 +23,7 @@ import zmq.asyncio
 
 from embedserve.engine import ipc
 from embedserve.engine.engine import Engine
+from embedserve.engine.scheduler import EmbedTiming
 from embedserve.errors import EmbedServeError, EngineError
 from embedserve.logs import configure_logging
 from embedserve.settings import EngineSettings, LogFormat
@@ -126,9 +127,10 @@ class EngineServer:
         return {"depth": self._engine.queue_depth, "tokens": self._engine.queued_tokens}
 
     async def _embed(self, identity: bytes, request: ipc.Request) -> None:
+        timing = EmbedTiming()
         try:
-            vectors = await self._engine.embed(request.encodings, priority=request.priority)
-            frames = ipc.vectors_reply(request.seq, vectors, **self._queue())
+            vectors = await self._engine.embed(request.encodings, priority=request.priority, timing=timing)
+            frames = ipc.vectors_reply(request.seq, vectors, timing=timing, **self._queue())
         except EmbedServeError as exc:
             frames = ipc.error_reply(request.seq, exc, **self._queue())
         except Exception:

@@ -4,7 +4,8 @@ payloads are raw numpy buffers, never JSON or pickle of lists.
 A request is ``[header, ids, lengths]``: every input's token ids end to end as int32, then each input's length as
 int32. A reply is ``[header, payload]``: the ``(n, dim)`` float32 rows, or an error as a small JSON object (class
 name, message, param, headers, retry delay), or one readiness byte. Each reply header also carries the engine's
-queue depth and queued tokens at that moment (what ``/metrics`` shows in an API process).
+queue depth and queued tokens at that moment (what ``/metrics`` shows in an API process) and, for rows, the request's
+queue and forward-pass seconds (``EmbedTiming``: the access line's ``queue_ms`` and ``inference_ms``).
 """
 
 from __future__ import annotations
@@ -20,10 +21,10 @@ import numpy.typing as npt
 
 from embedserve import errors
 from embedserve.engine.encoding import Encoding
-from embedserve.engine.scheduler import Priority
+from embedserve.engine.scheduler import EmbedTiming, Priority
 
 _REQUEST = struct.Struct("<BBQ")  # kind, priority, sequence number
-_REPLY = struct.Struct("<BQQQ")  # status, sequence number, queue depth, queued tokens
+_REPLY = struct.Struct("<BQQQdd")  # status, sequence number, queue depth, queued tokens, queue s, inference s
 Buffer = bytes | memoryview | npt.NDArray[np.generic]
 
 
@@ -53,6 +54,8 @@ class ReplyHeader:
     seq: int
     queue_depth: int
     queued_tokens: int
+    queue_seconds: float = 0.0
+    inference_seconds: float = 0.0
 
 
 def embed_request(seq: int, encodings: Sequence[Encoding], *, priority: Priority) -> list[Buffer]:
@@ -78,12 +81,18 @@ def parse_request(frames: Sequence[Buffer]) -> Request:
     return Request(Kind.EMBED, seq, Priority(priority), tuple(encodings))
 
 
-def reply(status: Status, seq: int, payload: Buffer, *, depth: int, tokens: int) -> list[Buffer]:
-    return [_REPLY.pack(status, seq, depth, tokens), payload]
+def reply(
+    status: Status, seq: int, payload: Buffer, *, depth: int, tokens: int, timing: EmbedTiming | None = None
+) -> list[Buffer]:
+    queue_s, inference_s = (timing.queue_seconds, timing.inference_seconds) if timing is not None else (0.0, 0.0)
+    return [_REPLY.pack(status, seq, depth, tokens, queue_s, inference_s), payload]
 
 
-def vectors_reply(seq: int, vectors: npt.NDArray[np.float32], *, depth: int, tokens: int) -> list[Buffer]:
-    return reply(Status.OK, seq, np.ascontiguousarray(vectors, dtype=np.float32), depth=depth, tokens=tokens)
+def vectors_reply(
+    seq: int, vectors: npt.NDArray[np.float32], *, depth: int, tokens: int, timing: EmbedTiming
+) -> list[Buffer]:
+    rows = np.ascontiguousarray(vectors, dtype=np.float32)
+    return reply(Status.OK, seq, rows, depth=depth, tokens=tokens, timing=timing)
 
 
 def error_reply(seq: int, exc: errors.EmbedServeError, *, depth: int, tokens: int) -> list[Buffer]:
@@ -98,8 +107,8 @@ def error_reply(seq: int, exc: errors.EmbedServeError, *, depth: int, tokens: in
 
 
 def parse_reply_header(frame: Buffer) -> ReplyHeader:
-    status, seq, depth, tokens = _REPLY.unpack(bytes(frame))
-    return ReplyHeader(Status(status), seq, depth, tokens)
+    status, seq, depth, tokens, queue_s, inference_s = _REPLY.unpack(bytes(frame))
+    return ReplyHeader(Status(status), seq, depth, tokens, queue_s, inference_s)
 
 
 def parse_vectors(frame: Buffer, *, dim: int) -> npt.NDArray[np.float32]:

@@ -12,7 +12,7 @@ import numpy.typing as npt
 from embedserve.engine.encoding import Encoding, Token
 from embedserve.engine.inputs import Encoded, Items
 from embedserve.engine.model_info import ModelInfo
-from embedserve.engine.scheduler import Priority
+from embedserve.engine.scheduler import EmbedTiming, Priority
 from embedserve.settings import EngineSettings
 
 
@@ -51,6 +51,8 @@ class EmbeddingEngine(Protocol):
         """``/decode``: the model's token ids back to text."""
         ...
 
-    async def embed(self, encodings: Sequence[Encoding], *, priority: Priority = ...) -> npt.NDArray[np.float32]:
-        """``(n, dim)`` float32 rows in input order."""
+    async def embed(
+        self, encodings: Sequence[Encoding], *, priority: Priority = ..., timing: EmbedTiming | None = ...
+    ) -> npt.NDArray[np.float32]:
+        """``(n, dim)`` float32 rows in input order; ``timing``, if given, filled with where the time went."""
         ...

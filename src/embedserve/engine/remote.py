@@ -25,7 +25,7 @@ from embedserve.engine import ipc
 from embedserve.engine.encoding import Encoding, Token
 from embedserve.engine.inputs import Encoded, InputEncoder, Items
 from embedserve.engine.model_info import ModelInfo
-from embedserve.engine.scheduler import Priority
+from embedserve.engine.scheduler import EmbedTiming, Priority
 from embedserve.engine.token_ids import cl100k
 from embedserve.engine.tokenizer import WordPieceTokenizer
 from embedserve.errors import ServiceUnavailableError
@@ -138,14 +138,21 @@ class RemoteEngine:
         return await asyncio.to_thread(tok.decode, id_lists, skip_special_tokens=skip_special_tokens)
 
     async def embed(
-        self, encodings: Sequence[Encoding], *, priority: Priority = Priority.ONLINE
+        self,
+        encodings: Sequence[Encoding],
+        *,
+        priority: Priority = Priority.ONLINE,
+        timing: EmbedTiming | None = None,
     ) -> npt.NDArray[np.float32]:
         """``(n, dim)`` float32 rows, a read-only view of the received buffer. Cancelling the caller cancels its
-        inputs in the engine's queue, as in one process."""
+        inputs in the engine's queue, as in one process. ``timing`` gets what the engine process measured."""
         if not encodings:
             return np.zeros((0, self._info.dim), dtype=np.float32)
         seq = next(self._seq)
         frames = await self._call(seq, ipc.embed_request(seq, encodings, priority=priority))
+        if timing is not None:
+            header = ipc.parse_reply_header(frames[0].buffer)
+            timing.queue_seconds, timing.inference_seconds = header.queue_seconds, header.inference_seconds
         return ipc.parse_vectors(frames[1].buffer, dim=self._info.dim)
 
     async def _call(self, seq: int, request: list[ipc.Buffer]) -> list[zmq.Frame]:

@@ -40,15 +40,40 @@ class Priority(IntEnum):
 
 
 @dataclass(slots=True)
+class EmbedTiming:
+    """Where one ``embed`` call's time went in the engine, filled in as its batches finish (the access line's
+    ``queue_ms`` and ``inference_ms``).
+
+    ``inference_seconds`` sums the forward passes of the batches its inputs rode in, each batch once however many of
+    its inputs it carried. ``queue_seconds`` is the rest of its time in the engine, from submission until its last
+    batch finished: for inputs that rode one batch, the wait before that batch ran; for several, the waits before
+    and between them. The two add up to the call's time in the engine, never more."""
+
+    queue_seconds: float = 0.0
+    inference_seconds: float = 0.0
+    submitted_at: float | None = None
+
+    def add_batch(self, *, started: float, finished: float) -> None:
+        """One of its batches finished (they finish in order: one inference thread)."""
+        self.inference_seconds += finished - started
+        submitted = started if self.submitted_at is None else self.submitted_at
+        self.queue_seconds = max(0.0, finished - submitted - self.inference_seconds)
+
+
+@dataclass(slots=True)
 class Entry:
     encoding: Encoding
     future: asyncio.Future[Vector]
     enqueued_at: float
     priority: Priority = Priority.ONLINE
+    timing: EmbedTiming | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class BatchStats:
+    """One forward pass: ``queue_seconds`` is how long its oldest input waited before the pass started on the
+    inference thread, ``inference_seconds`` the pass itself (not the wait for the pass before it to finish)."""
+
     size: int
     tokens: int
     padded_tokens: int
@@ -131,8 +156,9 @@ class Scheduler:
         return asyncio.get_running_loop().run_in_executor(self._executor, fn)
 
     def submit(
-        self, encodings: Sequence[Encoding], *, priority: Priority = Priority.ONLINE
+        self, encodings: Sequence[Encoding], *, priority: Priority = Priority.ONLINE, timing: EmbedTiming | None = None
     ) -> list[asyncio.Future[Vector]]:
+        """One future per encoding; ``timing``, if given, is filled in as the batches they ride in finish."""
         if not self._accepting:
             raise ServiceUnavailableError("The server is shutting down; retry on another replica.")
         tokens = sum(e.length for e in encodings)
@@ -145,9 +171,11 @@ class Scheduler:
             )
         loop = asyncio.get_running_loop()
         now = self._cfg.clock()
+        if timing is not None:
+            timing.submitted_at = now
         futures = []
         for enc in encodings:
-            entry = Entry(encoding=enc, future=loop.create_future(), enqueued_at=now, priority=priority)
+            entry = Entry(encoding=enc, future=loop.create_future(), enqueued_at=now, priority=priority, timing=timing)
             self._pending.append(entry)
             futures.append(entry.future)
         self._queued_tokens += tokens
@@ -198,21 +226,26 @@ class Scheduler:
 
     def _dispatch(self, batch: list[Entry]) -> None:
         loop = asyncio.get_running_loop()
-        dispatched = self._cfg.clock()
         ids, mask = pad_batch([e.encoding for e in batch], pad_id=self._cfg.pad_id)
-        started = time.perf_counter()
         bulk = batch[0].priority is Priority.BULK
         self._bulk_in_flight += bulk
-        work = loop.run_in_executor(self._executor, self._backend.forward, ids, mask)
-        done: asyncio.Future[None] = asyncio.ensure_future(self._finish(work, batch, dispatched, started, bulk=bulk))
+        work = loop.run_in_executor(self._executor, self._forward, ids, mask)
+        done: asyncio.Future[None] = asyncio.ensure_future(self._finish(work, batch, bulk=bulk))
         self._inflight.add(done)
         done.add_done_callback(self._inflight.discard)
 
+    def _forward(self, ids: npt.NDArray[np.int64], mask: npt.NDArray[np.int64]) -> tuple[Vector, float, float]:
+        """On the inference thread: the pass and when it started and ended. Timed here, not around the executor
+        call, since a prepared batch waits there for the running one to finish."""
+        started = self._cfg.clock()
+        vectors = self._backend.forward(ids, mask)
+        return vectors, started, self._cfg.clock()
+
     async def _finish(
-        self, work: asyncio.Future[Vector], batch: list[Entry], dispatched: float, started: float, *, bulk: bool
+        self, work: asyncio.Future[tuple[Vector, float, float]], batch: list[Entry], *, bulk: bool
     ) -> None:
         try:
-            vectors = await work
+            vectors, started, finished = await work
         except Exception:
             logger.exception("inference failed for a batch of %d inputs", len(batch))
             for entry in batch:
@@ -224,7 +257,9 @@ class Scheduler:
             self._bulk_in_flight -= bulk
             if self._pending:
                 self._wakeup.set()  # bulk work waits for a free engine, not only for new arrivals
-        seconds = time.perf_counter() - started
+        seconds = finished - started
+        for timing in {id(e.timing): e.timing for e in batch if e.timing is not None}.values():
+            timing.add_batch(started=started, finished=finished)  # before the futures wake their callers
         for entry, row in zip(batch, vectors, strict=True):
             if not entry.future.done():
                 entry.future.set_result(row)
@@ -237,7 +272,7 @@ class Scheduler:
         if self._on_batch is not None:
             longest = max(e.encoding.length for e in batch)
             oldest = min(e.enqueued_at for e in batch)
-            self._on_batch(BatchStats(len(batch), tokens, longest * len(batch), dispatched - oldest, seconds))
+            self._on_batch(BatchStats(len(batch), tokens, longest * len(batch), started - oldest, seconds))
 
     def _when_idle(self) -> None:
         self._idle_timer = None

@@ -8,7 +8,7 @@ import pytest
 from embedserve import errors
 from embedserve.engine import ipc
 from embedserve.engine.encoding import Encoding
-from embedserve.engine.scheduler import Priority
+from embedserve.engine.scheduler import EmbedTiming, Priority
 
 
 def _wire(frames: list[ipc.Buffer]) -> list[bytes]:
@@ -31,10 +31,11 @@ def test_cancel_and_ready_carry_only_their_sequence_number() -> None:
     assert (request.kind, request.seq, request.encodings) == (ipc.Kind.CANCEL, 7, ())
 
 
-def test_rows_come_back_bit_for_bit_with_the_queue_state() -> None:
+def test_rows_come_back_bit_for_bit_with_the_queue_state_and_the_request_s_timings() -> None:
     rows = np.random.default_rng(0).standard_normal((3, 8)).astype(np.float32)
-    header, payload = _wire(ipc.vectors_reply(9, rows, depth=4, tokens=1234))
-    assert ipc.parse_reply_header(header) == ipc.ReplyHeader(ipc.Status.OK, 9, 4, 1234)
+    timing = EmbedTiming(queue_seconds=0.25, inference_seconds=0.0625)
+    header, payload = _wire(ipc.vectors_reply(9, rows, depth=4, tokens=1234, timing=timing))
+    assert ipc.parse_reply_header(header) == ipc.ReplyHeader(ipc.Status.OK, 9, 4, 1234, 0.25, 0.0625)
     back = ipc.parse_vectors(payload, dim=8)
     assert back.dtype == np.float32 and back.shape == (3, 8)
     assert back.tobytes() == rows.tobytes()

@@ -11,7 +11,7 @@ import numpy.typing as npt
 import pytest
 
 from embedserve.engine.encoding import Encoding
-from embedserve.engine.scheduler import BatchStats, Scheduler, SchedulerConfig
+from embedserve.engine.scheduler import BatchStats, EmbedTiming, Scheduler, SchedulerConfig
 from embedserve.errors import EngineError, ServerOverloadedError, ServiceUnavailableError
 
 
@@ -153,9 +153,9 @@ async def test_stop_finishes_queued_work_then_refuses_new() -> None:
         sched.submit([enc(3)])
 
 
-async def test_batch_stats_report_queue_wait_with_injected_clock() -> None:
+async def test_batch_stats_report_queue_wait_and_pass_time_with_injected_clock() -> None:
     backend = RecordingBackend()
-    times = iter([10.0, 12.5])  # enqueue at 10.0, dispatched at 12.5
+    times = iter([10.0, 12.5, 13.25])  # enqueued at 10.0; the pass starts at 12.5 and ends at 13.25
     seen: list[BatchStats] = []
     cfg = SchedulerConfig(
         pad_id=0, max_batch_tokens=64, max_batch_size=8, max_queued_tokens=1000, clock=lambda: next(times)
@@ -166,6 +166,52 @@ async def test_batch_stats_report_queue_wait_with_injected_clock() -> None:
     await asyncio.gather(*futures)
     assert seen[0].size == 2 and seen[0].tokens == 6 and seen[0].padded_tokens == 8
     assert seen[0].queue_seconds == pytest.approx(2.5)
+    assert seen[0].inference_seconds == pytest.approx(0.75)
+    await sched.stop()
+
+
+async def test_a_request_over_two_batches_sums_their_passes_and_queues_the_rest() -> None:
+    backend = RecordingBackend()
+    # submitted at 0; batch 1 runs 1 -> 3, batch 2 runs 3 -> 7 (one inference thread: one after the other)
+    times = iter([0.0, 1.0, 3.0, 3.0, 7.0])
+    cfg = SchedulerConfig(
+        pad_id=0, max_batch_tokens=64, max_batch_size=1, max_queued_tokens=1000, clock=lambda: next(times)
+    )
+    sched = Scheduler(backend, cfg)
+    timing = EmbedTiming()
+    sched._accepting = True  # queue before the loop runs
+    futures = sched.submit([enc(4), enc(2)], timing=timing)
+    sched.start()
+    await asyncio.gather(*futures)
+    assert len(backend.batches) == 2
+    assert timing.inference_seconds == pytest.approx(2.0 + 4.0)
+    assert timing.queue_seconds == pytest.approx(7.0 - 6.0)  # the wait before batch 1 (none between them)
+    await sched.stop()
+
+
+async def test_a_prepared_batch_waiting_for_the_running_one_is_timed_from_when_it_runs() -> None:
+    backend = RecordingBackend()
+    backend.gate.clear()
+    # submitted at 0; batch 1 starts at 1; the second request is submitted at 2 and its batch prepared at once (two
+    # in flight), waiting for batch 1, which ends at 10; batch 2 then runs 10 -> 11
+    times = iter([0.0, 1.0, 2.0, 10.0, 10.0, 11.0])
+    seen: list[BatchStats] = []
+    cfg = SchedulerConfig(
+        pad_id=0, max_batch_tokens=64, max_batch_size=1, max_queued_tokens=1000, clock=lambda: next(times)
+    )
+    sched = Scheduler(backend, cfg, on_batch=seen.append)
+    sched.start()
+    first, second = EmbedTiming(), EmbedTiming()
+    held = sched.submit([enc(4)], timing=first)
+    await backend.running()  # batch 1 is on the inference thread, held at the gate
+    queued = sched.submit([enc(4)], timing=second)
+    while sched.queue_depth:  # until the scheduler has taken it as the prepared batch
+        await asyncio.sleep(0)
+    backend.gate.set()
+    await asyncio.gather(*held, *queued)
+    assert (first.queue_seconds, first.inference_seconds) == (1.0, 9.0)
+    assert (second.queue_seconds, second.inference_seconds) == (8.0, 1.0)  # not 9 s of "inference" for batch 2
+    assert [(b.queue_seconds, b.inference_seconds) for b in seen] == [(1.0, 9.0), (8.0, 1.0)]
     await sched.stop()
 
 

@@ -108,8 +108,10 @@ async def create_embeddings(
     embed = embed_request(body, request_id=request_id(request), input=decoded_input)
     result = await _cancel_on_disconnect(request, get_service(request).embed(embed, principal))
     inputs, tokens = len(result.token_counts), result.prompt_tokens
-    record = current_record()  # ops wiring: the access line's counts
+    record = current_record()  # ops wiring: the access line's counts and engine timings
     record.inputs, record.tokens = inputs, tokens
+    if (timing := result.timing) is not None:
+        record.queue_ms, record.inference_ms = timing.queue_seconds * 1000, timing.inference_seconds * 1000
     observe_usage(
         request.app.state.metrics, key_id=principal.key_id, inputs=inputs, tokens=tokens, credits=result.credits_used
     )
