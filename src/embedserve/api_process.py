@@ -42,7 +42,7 @@ def run_api_process(
     configure_logging(level=settings.log_level, fmt=settings.log_format)
     watch_parent(parent, grace=settings.shutdown_timeout + ORPHAN_GRACE_S)
     engine = RemoteEngine(settings.engine, endpoint=endpoint, info=info, tokenizer_path=Path(tokenizer_path))
-    app = create_app(settings, engine=engine, metrics=Metrics.create())
+    app = create_app(settings, engine=engine, metrics=Metrics.create(shared=True))  # the engine's too
     server = uvicorn.Server(uvicorn_config(settings, app))
     # As in one process, uvicorn re-raises the SIGTERM it caught after its graceful shutdown, and this handler lands
     # it; one that arrives before uvicorn's own handlers are in place (still starting) is remembered, not lost.

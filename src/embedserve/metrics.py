@@ -2,11 +2,16 @@
 
 ``Metrics.create()`` builds them on a fresh ``CollectorRegistry`` per app, so tests and several apps in one
 process never collide. Call sites use the one-line ``observe_*`` helpers; ``render`` gives the exposition.
+
+Under ``--api-processes`` (``Metrics.create(shared=True)``) the engine process and every API process write their
+counters and histograms to files in one directory, prometheus_client's multiprocess mode (``PROMETHEUS_MULTIPROC_DIR``,
+set by the parent for its children), and a scrape of any API process renders them summed over all processes.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -19,7 +24,16 @@ from prometheus_client import (
     Info,
     ProcessCollector,
     generate_latest,
+    values,
 )
+from prometheus_client.metrics_core import Metric
+from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.registry import Collector
+
+SHARED_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
+# Reported by the process that takes the scrape, never summed: the queue as its engine last reported it (every
+# process writes these gauges' zeros to the shared files too, so they are left out of the sum).
+_OWN_FAMILIES = frozenset({"embedserve_queue_depth", "embedserve_queued_tokens"})
 
 ANONYMOUS_KEY = "anonymous"  # the key_id label when auth is off
 
@@ -54,63 +68,74 @@ class Metrics:
     ray_lines: Counter
 
     @classmethod
-    def create(cls, *, process: bool = True) -> Metrics:
-        """A fresh registry with every embedserve metric (and by default the standard ``process_*`` ones)."""
+    def create(cls, *, process: bool = True, shared: bool = False) -> Metrics:
+        """A fresh registry with every embedserve metric (and by default the standard ``process_*`` ones).
+
+        ``shared``: one of ``--api-processes``' processes. Its counters and histograms go to the shared directory
+        only, and its registry renders every process's, summed, with its own ``process_*``, queue gauges and model
+        info (the multiprocess mode cannot sum those)."""
         r = CollectorRegistry(auto_describe=True)
         if process:
             ProcessCollector(registry=r)
+        # Where the counters and histograms are registered: this registry, or none when shared (the files are read).
+        summable: CollectorRegistry | None = r
+        if shared:
+            r.register(_Shared(shared_dir()))
+            summable = None
         return cls(
             registry=r,
             requests=Counter(
                 "embedserve_requests",
                 "HTTP requests answered, by route template and status code.",
                 ["route", "status"],
-                registry=r,
+                registry=summable,
             ),
             request_duration=Histogram(
                 "embedserve_request_duration_seconds",
                 "Time from request received to response sent.",
                 ["route"],
                 buckets=REQUEST_BUCKETS,
-                registry=r,
+                registry=summable,
             ),
             queue_wait=Histogram(
                 "embedserve_queue_wait_seconds",
                 "Per batch: how long its oldest input waited in the engine queue before the batch ran.",
                 buckets=QUEUE_BUCKETS,
-                registry=r,
+                registry=summable,
             ),
             tokenization_duration=Histogram(
                 "embedserve_tokenization_duration_seconds",
                 "Time to tokenise one request's inputs.",
                 buckets=TOKENIZE_BUCKETS,
-                registry=r,
+                registry=summable,
             ),
             inference_duration=Histogram(
                 "embedserve_inference_duration_seconds",
                 "Time of one forward pass (one batch), pooling included.",
                 buckets=INFERENCE_BUCKETS,
-                registry=r,
+                registry=summable,
             ),
             batch_size=Histogram(
-                "embedserve_batch_size", "Inputs per forward pass.", buckets=BATCH_SIZE_BUCKETS, registry=r
+                "embedserve_batch_size", "Inputs per forward pass.", buckets=BATCH_SIZE_BUCKETS, registry=summable
             ),
             batch_tokens=Histogram(
                 "embedserve_batch_tokens",
                 "Padded tokens per forward pass.",
                 buckets=BATCH_TOKEN_BUCKETS,
-                registry=r,
+                registry=summable,
             ),
             queue_depth=Gauge("embedserve_queue_depth", "Inputs waiting in the engine queue.", registry=r),
             queued_tokens=Gauge("embedserve_queued_tokens", "Tokens waiting in the engine queue.", registry=r),
-            tokens=Counter("embedserve_tokens", "Prompt tokens embedded, by API key id.", ["key_id"], registry=r),
-            credits=Counter("embedserve_credits", "Credits charged, by API key id.", ["key_id"], registry=r),
-            inputs=Counter("embedserve_inputs", "Inputs embedded, by API key id.", ["key_id"], registry=r),
+            tokens=Counter(
+                "embedserve_tokens", "Prompt tokens embedded, by API key id.", ["key_id"], registry=summable
+            ),
+            credits=Counter("embedserve_credits", "Credits charged, by API key id.", ["key_id"], registry=summable),
+            inputs=Counter("embedserve_inputs", "Inputs embedded, by API key id.", ["key_id"], registry=summable),
             errors=Counter(
                 "embedserve_errors",
                 "Errors returned to callers, by OpenAI error type and code.",
                 ["type", "code"],
-                registry=r,
+                registry=summable,
             ),
             model=Info("embedserve_model", "The model being served and how it runs.", registry=r),
             ray_lines=Counter(
@@ -120,6 +145,28 @@ class Metrics:
                 registry=r,
             ),
         )
+
+
+def shared_dir() -> str:
+    """The directory ``--api-processes``' processes share their metrics through. prometheus_client chooses its
+    multiprocess mode when imported, so the variable must be set before the process starts: the parent sets it."""
+    path = os.environ.get(SHARED_DIR_ENV)
+    if not path or not getattr(values.ValueClass, "_multiprocess", False):
+        raise RuntimeError(f"shared metrics need {SHARED_DIR_ENV} set before the process starts")
+    return path
+
+
+class _Shared(Collector):
+    """Every process's counters and histograms, summed from the shared directory (``MultiProcessCollector``)."""
+
+    def __init__(self, path: str) -> None:
+        self._files = MultiProcessCollector(None, path=path)  # type: ignore[no-untyped-call]
+
+    def collect(self) -> Iterable[Metric]:
+        return [m for m in self._files.collect() if m.name not in _OWN_FAMILIES]  # type: ignore[no-untyped-call]
+
+    def describe(self) -> Iterable[Metric]:
+        return []  # what the files hold changes as processes come and go: nothing to read at registration
 
 
 def render(metrics: Metrics) -> tuple[bytes, str]:

@@ -29,6 +29,7 @@ from embedserve.api_process import run_api_process
 from embedserve.engine.engine_process import run_engine_process
 from embedserve.engine.model_info import ModelInfo
 from embedserve.logs import configure_logging
+from embedserve.metrics import SHARED_DIR_ENV
 from embedserve.server import _banner
 from embedserve.settings import Settings
 
@@ -59,6 +60,9 @@ class Supervisor:
         self._mp = multiprocessing.get_context("spawn")
         self._dir = Path(tempfile.mkdtemp(prefix="embedserve-"))
         self.endpoint = f"ipc://{self._dir / 'engine.sock'}"
+        self._metrics_dir = self._dir / "metrics"  # the children's counters and histograms (metrics.py)
+        self._metrics_dir.mkdir()
+        self._env_before: str | None = None
         self._stopping = False
         self._engine: BaseProcess | None = None
         self._apis: list[BaseProcess] = []
@@ -71,6 +75,9 @@ class Supervisor:
     def run(self) -> int:
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self._on_signal)
+        # Inherited by every child: prometheus_client reads it when a child imports it.
+        self._env_before = os.environ.get(SHARED_DIR_ENV)
+        os.environ[SHARED_DIR_ENV] = str(self._metrics_dir)
         failure = self._start_engine()
         if failure is not None and self._stopping:
             return self._drain(code=0)  # told to stop while the model loaded
@@ -202,6 +209,10 @@ class Supervisor:
         return code if clean or code else 1
 
     def cleanup(self) -> None:
+        if self._env_before is None:
+            os.environ.pop(SHARED_DIR_ENV, None)
+        else:
+            os.environ[SHARED_DIR_ENV] = self._env_before
         shutil.rmtree(self._dir, ignore_errors=True)
 
 

@@ -19,6 +19,7 @@ from embedserve.cli import main
 from tests.browser.conftest import minilm_dir
 from tests.integration import test_official_sdks
 from tests.integration.gateway.processes import create_key, start_server
+from tests.integration.test_metrics_api import _get, _samples
 from tests.integration.test_shutdown import TEXTS, assert_every_accepted_request_answered, sigterm_mid_burst
 from tests.paths import REFERENCE_DIR
 from tests.serverproc import ServerProcess, free_port, running_server
@@ -85,6 +86,29 @@ def test_a_dead_engine_is_a_503_and_a_failing_ready_until_it_is_restarted(replic
     _wait_for(lambda: len(_pids(replica_server, "engine")) == 2, what="restarted engine")
     _wait_for(lambda: httpx.get(f"{replica_server.base_url}/ready", timeout=30).status_code == 200, what="/ready again")
     assert _embed(replica_server, "back").status_code == 200
+
+
+def test_metrics_show_the_engine_s_batches_and_every_api_process_s_requests(tmp_path: Path) -> None:
+    """/metrics sums what the engine process and both API processes recorded, whichever API process takes it."""
+    with running_server([*FAKE, "--data-dir", str(tmp_path)], log_path=tmp_path / "server.log") as server:
+        _wait_for(lambda: len(_pids(server, "API process")) >= 2, what="both API processes")
+        answers = [_embed(server, f"text number {i} " * (i + 1)) for i in range(6)]  # one after the other: 6 batches
+        scrapes = [httpx.get(f"{server.base_url}/metrics", timeout=30) for _ in range(4)]  # new connection each
+        log = server.log()
+    assert [r.status_code for r in answers] == [200] * 6
+    tokens = sum(r.json()["usage"]["prompt_tokens"] for r in answers)
+    for scrape in scrapes:
+        s = _samples(scrape.text)
+        assert _get(s, "embedserve_batch_size_count") == 6 and _get(s, "embedserve_batch_size_sum") == 6
+        assert _get(s, "embedserve_batch_tokens_sum") == tokens  # batches of one input: no padding
+        assert _get(s, "embedserve_inference_duration_seconds_count") == 6
+        assert _get(s, "embedserve_queue_wait_seconds_count") == 6
+        assert _get(s, "embedserve_requests_total", route="/v1/embeddings", status="200") == 6  # both processes'
+        assert _get(s, "embedserve_tokens_total", key_id="anonymous") == tokens
+        assert _get(s, "embedserve_tokenization_duration_seconds_count") == 6
+        assert 'embedserve_model_info{backend="fake"' in scrape.text and "process_cpu_seconds_total" in scrape.text
+    timed = re.findall(r"POST /v1/embeddings 200 .*queue_ms=[0-9.]+ inference_ms=[0-9.]+", log)
+    assert len(timed) == 6, log[-3000:]
 
 
 @pytest.mark.slow  # ~60 s on a shared 2-core box (real MiniLM inference, as test_shutdown.py)

@@ -26,6 +26,7 @@ from embedserve.engine.engine import Engine
 from embedserve.engine.scheduler import EmbedTiming
 from embedserve.errors import EmbedServeError, EngineError
 from embedserve.logs import configure_logging
+from embedserve.metrics import Metrics, batch_observer
 from embedserve.settings import EngineSettings, LogFormat
 
 logger = logging.getLogger(__name__)
@@ -48,7 +49,9 @@ def run_engine_process(
     configure_logging(level=log_level, fmt=log_fmt)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     watch_parent(parent, grace=shutdown_timeout + ORPHAN_GRACE_S)
-    asyncio.run(serve_engine(Engine(settings), endpoint=endpoint, conn=conn, shutdown_timeout=shutdown_timeout))
+    # Its batch histograms go to the directory the API processes' /metrics read (metrics.py, shared mode).
+    engine = Engine(settings, on_batch=batch_observer(Metrics.create(process=False, shared=True)))
+    asyncio.run(serve_engine(engine, endpoint=endpoint, conn=conn, shutdown_timeout=shutdown_timeout))
 
 
 def watch_parent(parent: int, *, grace: float) -> None:
