@@ -18,6 +18,7 @@ import uvicorn
 from embedserve.engine.engine_process import ORPHAN_GRACE_S, watch_parent
 from embedserve.engine.model_info import ModelInfo
 from embedserve.logs import configure_logging
+from embedserve.rundir import RunDir
 from embedserve.server import uvicorn_config
 from embedserve.settings import Settings
 
@@ -30,6 +31,7 @@ def run_api_process(
     parent: int,
     sock: socket.socket,
     endpoint: str,
+    run_dir: str,
     info: ModelInfo,
     tokenizer_path: str,
     started: Event,
@@ -39,16 +41,21 @@ def run_api_process(
     from embedserve.engine.remote import RemoteEngine
     from embedserve.metrics import Metrics
 
-    configure_logging(level=settings.log_level, fmt=settings.log_format)
-    watch_parent(parent, grace=settings.shutdown_timeout + ORPHAN_GRACE_S)
-    engine = RemoteEngine(settings.engine, endpoint=endpoint, info=info, tokenizer_path=Path(tokenizer_path))
-    app = create_app(settings, engine=engine, metrics=Metrics.create(shared=True))  # the engine's too
-    server = uvicorn.Server(uvicorn_config(settings, app))
-    # As in one process, uvicorn re-raises the SIGTERM it caught after its graceful shutdown, and this handler lands
-    # it; one that arrives before uvicorn's own handlers are in place (still starting) is remembered, not lost.
-    early = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: early.set())
-    asyncio.run(_serve(server, sock, started, early))
+    held = RunDir(Path(run_dir))
+    held.hold()
+    try:
+        configure_logging(level=settings.log_level, fmt=settings.log_format)
+        watch_parent(parent, grace=settings.shutdown_timeout + ORPHAN_GRACE_S, before_exit=held.leave)
+        engine = RemoteEngine(settings.engine, endpoint=endpoint, info=info, tokenizer_path=Path(tokenizer_path))
+        app = create_app(settings, engine=engine, metrics=Metrics.create(shared=True))  # the engine's too
+        server = uvicorn.Server(uvicorn_config(settings, app))
+        # As in one process, uvicorn re-raises the SIGTERM it caught after its graceful shutdown, and this handler
+        # lands it; one that arrives before uvicorn's own handlers are in place (still starting) is remembered.
+        early = threading.Event()
+        signal.signal(signal.SIGTERM, lambda *_: early.set())
+        asyncio.run(_serve(server, sock, started, early))
+    finally:
+        held.leave()  # removes the server's directory if this is the last process out (the parent was killed)
 
 
 async def _serve(server: uvicorn.Server, sock: socket.socket, started: Event, early: threading.Event) -> None:

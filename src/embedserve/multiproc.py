@@ -6,7 +6,8 @@ store's schema and first keys before its siblings start. A dead API process is r
 the shared socket keeps its pending connections); a dead engine is restarted while the API processes answer 503.
 SIGTERM or SIGINT drains in order: the API processes finish their requests (``--shutdown-timeout``), then the engine
 stops, and this process exits 0. The children sit in their own process group (a terminal's Ctrl-C reaches only this
-process, which then drains them) and each leaves if this process dies.
+process, which then drains them) and each leaves if this process dies, the last one out removing the server's private
+directory (``rundir.py``).
 """
 
 from __future__ import annotations
@@ -14,15 +15,12 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
-import shutil
 import signal
 import socket
 import sys
-import tempfile
 import time
 from multiprocessing.connection import wait
 from multiprocessing.process import BaseProcess
-from pathlib import Path
 from typing import Any
 
 from embedserve.api_process import run_api_process
@@ -30,6 +28,7 @@ from embedserve.engine.engine_process import run_engine_process
 from embedserve.engine.model_info import ModelInfo
 from embedserve.logs import configure_logging
 from embedserve.metrics import SHARED_DIR_ENV
+from embedserve.rundir import RunDir
 from embedserve.server import _banner
 from embedserve.settings import Settings
 
@@ -58,9 +57,9 @@ class Supervisor:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self._mp = multiprocessing.get_context("spawn")
-        self._dir = Path(tempfile.mkdtemp(prefix="embedserve-"))
-        self.endpoint = f"ipc://{self._dir / 'engine.sock'}"
-        self._metrics_dir = self._dir / "metrics"  # the children's counters and histograms (metrics.py)
+        self._run_dir = RunDir.create()  # removed by cleanup(), or by the last child out if this process is killed
+        self.endpoint = f"ipc://{self._run_dir.path / 'engine.sock'}"
+        self._metrics_dir = self._run_dir.path / "metrics"  # the children's counters and histograms (metrics.py)
         self._metrics_dir.mkdir()
         self._env_before: str | None = None
         self._stopping = False
@@ -117,6 +116,7 @@ class Supervisor:
             "settings": self.settings.engine,
             "parent": os.getpid(),
             "endpoint": self.endpoint,
+            "run_dir": str(self._run_dir.path),
             "conn": sender,
             "shutdown_timeout": self.settings.shutdown_timeout,
             "log_level": self.settings.log_level,
@@ -157,6 +157,7 @@ class Supervisor:
             "parent": os.getpid(),
             "sock": self._sock,
             "endpoint": self.endpoint,
+            "run_dir": str(self._run_dir.path),
             "info": self._model[0],
             "tokenizer_path": self._model[1],
             "started": started,
@@ -213,7 +214,7 @@ class Supervisor:
             os.environ.pop(SHARED_DIR_ENV, None)
         else:
             os.environ[SHARED_DIR_ENV] = self._env_before
-        shutil.rmtree(self._dir, ignore_errors=True)
+        self._run_dir.remove()
 
 
 def _stop_all(processes: list[BaseProcess], *, limit: float) -> bool:

@@ -194,9 +194,15 @@ def _alive(pid: int) -> bool:
     return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
 
 
-def test_children_leave_when_the_parent_is_killed(tmp_path: Path) -> None:
-    """kill -9 of the parent right after start: the engine and both API processes (one may still be starting) go."""
-    with running_server([*FAKE, "--data-dir", str(tmp_path)], log_path=tmp_path / "server.log") as server:
+def test_children_leave_when_the_parent_is_killed_and_the_last_removes_the_server_s_directory(tmp_path: Path) -> None:
+    """kill -9 of the parent right after start: the engine and both API processes (one may still be starting) go,
+    and the server's private directory (IPC socket, shared metrics) goes with the last of them."""
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    args = [*FAKE, "--data-dir", str(tmp_path / "data")]
+    with running_server(args, log_path=tmp_path / "server.log", env={"TMPDIR": str(temp)}) as server:
         _wait_for(lambda: len(_pids(server, "API process")) >= 2, what="both API processes")
         children = [*_pids(server, "engine"), *_pids(server, "API process")]
+        assert [p.name for p in temp.iterdir() if p.name.startswith("embedserve-")], "no server directory in TMPDIR"
     _wait_for(lambda: not any(_alive(p) for p in children), what="children gone", timeout=60)
+    assert [p.name for p in temp.iterdir() if p.name.startswith("embedserve-")] == []

@@ -15,7 +15,9 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Callable
 from multiprocessing.connection import Connection
+from pathlib import Path
 from typing import Any
 
 import zmq
@@ -27,6 +29,7 @@ from embedserve.engine.scheduler import EmbedTiming
 from embedserve.errors import EmbedServeError, EngineError
 from embedserve.logs import configure_logging
 from embedserve.metrics import Metrics, batch_observer
+from embedserve.rundir import RunDir
 from embedserve.settings import EngineSettings, LogFormat
 
 logger = logging.getLogger(__name__)
@@ -40,30 +43,38 @@ def run_engine_process(
     *,
     parent: int,
     endpoint: str,
+    run_dir: str,
     conn: Connection,
     shutdown_timeout: float,
     log_level: str,
     log_fmt: LogFormat,
 ) -> None:
     """The process's target (spawned): serve until SIGTERM."""
-    configure_logging(level=log_level, fmt=log_fmt)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    watch_parent(parent, grace=shutdown_timeout + ORPHAN_GRACE_S)
-    # Its batch histograms go to the directory the API processes' /metrics read (metrics.py, shared mode).
-    engine = Engine(settings, on_batch=batch_observer(Metrics.create(process=False, shared=True)))
-    asyncio.run(serve_engine(engine, endpoint=endpoint, conn=conn, shutdown_timeout=shutdown_timeout))
+    held = RunDir(Path(run_dir))
+    held.hold()
+    try:
+        configure_logging(level=log_level, fmt=log_fmt)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        watch_parent(parent, grace=shutdown_timeout + ORPHAN_GRACE_S, before_exit=held.leave)
+        # Its batch histograms go to the directory the API processes' /metrics read (metrics.py, shared mode).
+        engine = Engine(settings, on_batch=batch_observer(Metrics.create(process=False, shared=True)))
+        asyncio.run(serve_engine(engine, endpoint=endpoint, conn=conn, shutdown_timeout=shutdown_timeout))
+    finally:
+        held.leave()  # removes the server's directory if this is the last process out (the parent was killed)
 
 
-def watch_parent(parent: int, *, grace: float) -> None:
+def watch_parent(parent: int, *, grace: float, before_exit: Callable[[], object] | None = None) -> None:
     """A parent killed with SIGKILL cannot stop its children: this one then stops itself gracefully (SIGTERM), and
-    for good if that has not ended it within ``grace`` seconds. ``parent`` is the pid the parent passed down: read
-    here, getppid could already name the process that adopted this one."""
+    for good if that has not ended it within ``grace`` seconds (calling ``before_exit`` first). ``parent`` is the pid
+    the parent passed down: read here, getppid could already name the process that adopted this one."""
 
     def watch() -> None:
         while os.getppid() == parent:
             time.sleep(PARENT_CHECK_SECONDS)
         os.kill(os.getpid(), signal.SIGTERM)
         time.sleep(grace)
+        if before_exit is not None:
+            before_exit()
         os._exit(1)
 
     threading.Thread(target=watch, name="parent-watch", daemon=True).start()
