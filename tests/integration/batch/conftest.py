@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 import httpx
+import openai
 import orjson
 import pytest
+from openai.types import Batch
 
 
 def jsonl(lines: Iterable[dict[str, Any]]) -> bytes:
@@ -45,6 +48,16 @@ TERMINAL = {"completed", "failed", "cancelled", "expired"}
 
 def finished(batch: dict[str, Any]) -> bool:
     return batch["status"] in TERMINAL
+
+
+def sdk_wait(client: openai.OpenAI, batch: Batch, *, timeout: float) -> Batch:
+    """Poll with the official SDK (``batches.retrieve``) until the batch ends, as a user's script does."""
+    deadline = time.monotonic() + timeout
+    while batch.status not in TERMINAL:
+        assert time.monotonic() < deadline, batch
+        time.sleep(0.2)
+        batch = client.batches.retrieve(batch.id)
+    return batch
 
 
 @pytest.fixture

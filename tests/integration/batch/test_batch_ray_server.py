@@ -19,6 +19,7 @@ import orjson
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.integration.batch.conftest import sdk_wait
 from tests.paths import REFERENCE_DIR
 from tests.serverproc import start_server
 
@@ -105,11 +106,7 @@ def test_serve_with_a_local_ray_runs_batch_lines_on_a_ray_actor_and_leaves_nothi
                         + b"\n" for i, b in enumerate(BODIES))  # fmt: skip
         uploaded = client.files.create(file=("corpus.jsonl", io.BytesIO(data)), purpose="batch")
         batch = client.batches.create(input_file_id=uploaded.id, endpoint="/v1/embeddings", completion_window="24h")
-        deadline = time.monotonic() + 240
-        while batch.status not in ("completed", "failed", "cancelled", "expired"):
-            assert time.monotonic() < deadline, batch
-            time.sleep(0.2)
-            batch = client.batches.retrieve(batch.id)
+        batch = sdk_wait(client, batch, timeout=240)
         assert batch.status == "completed" and batch.output_file_id, batch
         lines = [orjson.loads(x) for x in client.files.content(batch.output_file_id).content.splitlines()]
 

@@ -7,13 +7,13 @@ import math
 import os
 import shutil
 import subprocess
-import time
 from collections.abc import Iterator
 
 import openai
 import orjson
 import pytest
 
+from tests.integration.batch.conftest import sdk_wait
 from tests.paths import REFERENCE_DIR, REPO
 from tests.serverproc import ServerProcess, running_server
 
@@ -46,11 +46,7 @@ def test_python_sdk_upload_create_poll_download(server: ServerProcess) -> None:
     assert client.files.retrieve(uploaded.id).filename == "corpus.jsonl"
     assert client.files.content(uploaded.id).content == data
     batch = client.batches.create(input_file_id=uploaded.id, endpoint="/v1/embeddings", completion_window="24h")
-    deadline = time.monotonic() + 120
-    while batch.status not in ("completed", "failed", "cancelled", "expired"):
-        assert time.monotonic() < deadline, batch
-        time.sleep(0.2)
-        batch = client.batches.retrieve(batch.id)
+    batch = sdk_wait(client, batch, timeout=120)
     assert batch.status == "completed" and batch.request_counts is not None
     assert (batch.request_counts.total, batch.request_counts.completed, batch.request_counts.failed) == (5, 5, 0)
     assert batch.model_extra and batch.model_extra["progress"]["inputs_done"] == 6
