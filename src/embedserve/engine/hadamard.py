@@ -2,10 +2,13 @@
 
 A linear layer computes the same product on rotated operands, ``W x = (W T^T)(T x)`` for orthogonal ``T``, but the
 rotated activation spreads each outlier channel over all channels, so a per-token int8 scale no longer spends its
-range on a few of them. ``T`` is a normalised Hadamard matrix applied with the fast Walsh-Hadamard transform
-(``log2 n`` butterfly passes of adds and subtracts). Widths that are not a power of two use ``H_m (x) H_(2^k)``
-where a Hadamard matrix of order ``m`` is known (12 and 20, Paley's construction: MiniLM's 384 and 1536 are 12 x 2^k)
-and the block-diagonal ``I_m (x) H_(2^k)`` otherwise (orthogonal too, mixing within blocks only). With a ``seed``,
+range on a few of them. ``T`` is a normalised Hadamard matrix. Widths that are not a power of two use
+``H_m (x) H_(2^k)`` where a Hadamard matrix of order ``m`` is known (12 and 20, Paley's construction: MiniLM's 384 and
+1536 are 12 x 2^k) and the block-diagonal ``I_m (x) H_(2^k)`` otherwise (orthogonal too, mixing within blocks only).
+Online, ``H_(2^k)`` is applied as Sylvester's ``H_a (x) H_b`` (``a * b = 2^k``): two small matrix products,
+``X -> H_a X H_b`` on each ``a x b`` view of a row. On a Zen 4 (2 cores, 2048 x 4096 fp32, bge-large's FFN-out
+input) that took 25 ms where the fast Walsh-Hadamard transform's ``log2 n`` butterfly passes (``fwht``, kept as the
+reference) took 190 ms. With a ``seed``,
 ``T = H D`` for a seeded random +-1 diagonal ``D`` (QuaRot's randomised Hadamard): still orthogonal, one more
 elementwise pass online, and a different spreading of the outliers per seed.
 """
@@ -56,6 +59,17 @@ def _split(n: int) -> tuple[int, int]:
     return n // power, power
 
 
+def sylvester(n: int) -> torch.Tensor:
+    """Sylvester's ``n x n`` Hadamard matrix (``n`` a power of two), entries +-1."""
+    return fwht(torch.eye(n))
+
+
+def _kron_split(p: int) -> tuple[int, int]:
+    """``p = a * b``, both powers of two, as near square as can be (``a <= b``)."""
+    a = 1 << (p.bit_length() - 1) // 2
+    return a, p // a
+
+
 class HadamardRotation(nn.Module):
     """``x -> T x`` on the last dimension, ``T`` orthogonal: ``(H_m (x) H_p) / sqrt(n)`` when a Hadamard matrix of
     order ``m`` is at hand (``m`` = 1, or ``n`` = 12 or 20 times a power of two), else ``I_m (x) H_p``.
@@ -63,6 +77,8 @@ class HadamardRotation(nn.Module):
 
     dense: torch.Tensor | None
     signs: torch.Tensor | None
+    h_a: torch.Tensor
+    h_b: torch.Tensor
 
     def __init__(self, n: int, *, mix: bool = True, seed: int | None = None) -> None:
         super().__init__()
@@ -74,6 +90,9 @@ class HadamardRotation(nn.Module):
                 dense, m, p = paley_hadamard(q), order, n // order
                 break
         self.n, self.blocks, self.width = n, m, p
+        a, b = _kron_split(p)
+        self.register_buffer("h_a", sylvester(a))  # H_p = H_a (x) H_b
+        self.register_buffer("h_b", sylvester(b))
         self.register_buffer("dense", None if dense is None else dense / math.sqrt(m))
         self.scale = 1.0 / math.sqrt(p)
         self.register_buffer("signs", None if seed is None else random_signs(n, seed))
@@ -82,7 +101,11 @@ class HadamardRotation(nn.Module):
         lead = x.shape[:-1]
         if self.signs is not None:
             x = x * self.signs.to(x.dtype)
-        y = fwht(x.reshape(-1, self.blocks, self.width)) * self.scale
+        a, b = self.h_a.shape[0], self.h_b.shape[0]
+        y = x.reshape(-1, self.blocks, a, b) @ self.h_b.to(x.dtype)  # H_b along each row of the a x b view
+        if a > 1:
+            y = torch.matmul(self.h_a.to(x.dtype), y)  # H_a along its columns
+        y = y.reshape(-1, self.blocks, self.width) * self.scale
         if self.dense is not None:
             y = torch.matmul(self.dense.to(y.dtype), y)  # H_m across the blocks
         return y.reshape(*lead, self.n)

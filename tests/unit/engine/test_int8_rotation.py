@@ -30,6 +30,13 @@ def test_fwht_is_the_sylvester_hadamard_product(n: int) -> None:
     torch.testing.assert_close(fwht(x), x @ sylvester(n), rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("n", [1, 2, 8, 128, 1024, 4096])
+def test_rotation_of_a_power_of_two_width_is_sylvesters_matrix(n: int) -> None:
+    """Served as two small products (H_a X H_b), it is still exactly Sylvester's H_n / sqrt(n), as ``fwht`` is."""
+    x = torch.randn(3, 2, n, dtype=torch.float64, generator=torch.Generator().manual_seed(n))
+    torch.testing.assert_close(HadamardRotation(n)(x), x @ sylvester(n) / n**0.5, rtol=1e-12, atol=1e-12)
+
+
 def test_fwht_refuses_a_width_that_is_not_a_power_of_two() -> None:
     with pytest.raises(ValueError, match="power-of-two"):
         fwht(torch.zeros(2, 12))
