@@ -52,6 +52,11 @@ _ENGINE_FLAGS: dict[str, dict[str, Any]] = {
         "help": "a batch under this many padded tokens may pad freely (default 512 on CPU, 4096 on CUDA)",
     },
     "--max-batch-size": {"type": int},
+    "--batches-in-flight": {
+        "type": int,
+        "help": "forward passes handed to the inference thread at once (default 1 on CPU: each batch is formed when "
+        "the running one ends, so a burst of requests rides one full pass; 2 on CUDA: the next is ready in advance)",
+    },
     "--max-queued-tokens": {"type": int, "help": "queue bound; past it requests get 503 with Retry-After"},
     "--auto-truncate": {
         "action": "store_const",

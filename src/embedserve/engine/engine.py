@@ -53,6 +53,15 @@ def default_batch_tokens(device: str) -> int:
 CUDA_FREE_PADDING_TOKENS = 4096
 
 
+def default_batches_in_flight(device: str) -> int:
+    """Passes handed to the inference thread at once. On a GPU, 2: a pass takes milliseconds, and the next one is
+    ready when it ends. On a CPU, 1: a pass takes 50 ms to seconds, forming the next one after it costs under a
+    millisecond, and a batch prepared while another runs holds only what had arrived by then: a burst of 64 one-text
+    requests on an idle server ran as passes of 1, a few and the rest with 2, and of 1 and 63 with 1. In wall time
+    the two measured alike on a 2-core Zen 4 (docs/internals.md, "How the next batch is chosen")."""
+    return 2 if device.startswith("cuda") else 1
+
+
 def default_free_padding_tokens(device: str) -> int:
     """Below this padded size a batch may pad freely. A GPU's forward pass is launch-bound there: on an H200 one
     10-token text took 5.8 ms and 32 texts of 128 tokens 6.7 ms (bge-large fp16), so more, longer texts in one pass
@@ -156,6 +165,7 @@ class Engine:
                 max_padding_ratio=self.settings.max_padding_ratio,
                 free_padding_tokens=self.info.free_padding_tokens,
                 max_batch_size=self.settings.max_batch_size,
+                in_flight=self.settings.batches_in_flight or default_batches_in_flight(self.info.device),
                 max_queued_tokens=self.settings.max_queued_tokens,
                 max_bulk_batch_tokens=self.settings.max_bulk_batch_tokens
                 or default_free_padding_tokens(self.info.device),

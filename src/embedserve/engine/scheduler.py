@@ -1,7 +1,9 @@
 """The single owner of the engine's queue: packs tokenised inputs into batches and runs them on one thread.
 
-Each input has its own future. Up to two batches are in flight (one running, the next prepared), so the inference
-thread never waits on the event loop. Inputs whose caller went away (future cancelled) are skipped.
+Each input has its own future. Up to ``in_flight`` batches are handed to the inference thread at once: with two (one
+running, the next prepared) it never waits on the event loop, which is what a GPU's millisecond passes need; with
+one, each batch is formed when the running one ends, from everything that arrived meanwhile (the CPU default:
+``engine.default_batches_in_flight``). Inputs whose caller went away (future cancelled) are skipped.
 Online inputs go first: bulk inputs (batch jobs) are batched only when no online input waits, only one bulk batch
 is in flight at a time, and a bulk batch is kept within ``max_bulk_batch_tokens`` (smaller than the online budget), so
 an online request arriving mid-job waits for at most one small bulk forward pass.
