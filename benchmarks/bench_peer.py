@@ -28,6 +28,13 @@ import httpx
 import numpy as np
 
 SINGLE_CONCURRENCY = 64
+
+
+def single_load(short: Any) -> Any:
+    """The ``single`` workload: bench_http's short texts, one per request (sent from ``SINGLE_CONCURRENCY`` clients)."""
+    return replace(short, name="single", per_request=1)
+
+
 INFINITY_BATCH = 32  # its default; sentence-transformers' baseline uses the same
 
 
@@ -87,7 +94,7 @@ def compare(
 ) -> list[tuple[str, Side, Side]]:  # fmt: skip
     """Per workload (and ``single``): alternating passes, ours then theirs, ``repeat`` times; medians."""
     short = next(w for w in loads if w.name == "short")
-    plan = [(w, concurrency) for w in loads] + [(replace(short, name="single", per_request=1), SINGLE_CONCURRENCY)]
+    plan = [(w, concurrency) for w in loads] + [(single_load(short), SINGLE_CONCURRENCY)]
     tokens_of = {**tokens_of, "single": tokens_of["short"]}
     rows = []
     for load, conc in plan:

@@ -17,15 +17,13 @@ import shlex
 import statistics
 import sys
 import tempfile
-from dataclasses import replace
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO / "src"), str(REPO), str(REPO / "benchmarks")]
 
 from bench_http import drive, replica_tokenizer, start_bench_server, workloads, write_replica  # noqa: E402
-
-SINGLE_CONCURRENCY = 64
+from bench_peer import SINGLE_CONCURRENCY, single_load  # noqa: E402
 
 
 def main() -> None:
@@ -39,7 +37,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="embedserve-ab-"))
     model = write_replica(work / "replica", seed=0)
     loads = {w.name: w for w in workloads(replica_tokenizer(model), args.scale, seed=0)}
-    single = replace(loads["short"], name="single", per_request=1)
+    single = single_load(loads["short"])
     plan = [(loads["mixed"], 8), (loads["medium"], 8), (single, SINGLE_CONCURRENCY)]
     flags = {"A": shlex.split(args.a), "B": shlex.split(args.b)}
     servers = {k: start_bench_server(model, "torch", args.dtype, work / f"{k}.log", v) for k, v in flags.items()}
