@@ -15,6 +15,8 @@ Tables from the same run on the same weights (the seeded replica written by ``be
    token-wise layers off and on: whether ``BertEncoder.unpad_ratio`` should be finite on CUDA.
 3. The engine (tokenisation, scheduler, backend: what a library user or the server gets) against
    sentence-transformers ``encode`` in fp32 and fp16 on the same device, per ``bench_http`` workload.
+4. CUDA graphs (``--cuda-graphs``): ms per small batch, eager against replayed, and the min cosine between the two
+   backends' vectors (``graphs``; on ``--device cpu`` it is refused, as the server refuses the flag).
 """
 
 from __future__ import annotations
@@ -40,10 +42,12 @@ from bench_http import REPLICA, REPO, Workload, backend_for, replica_tokenizer, 
 sys.path.insert(0, str(REPO / "src"))
 
 from embedserve.engine import Engine, EngineSettings
+from embedserve.engine.backends import create_backend
 from embedserve.engine.backends.base import Backend
 from embedserve.engine.batching import pad_batch
 from embedserve.engine.encoding import Encoding
 from embedserve.engine.engine import default_batch_tokens
+from embedserve.engine.loading import load_model
 
 
 def rate(work: Callable[[], int], seconds: float) -> float:
@@ -73,6 +77,46 @@ def fixed_shapes(model_dir: Path, device: str, dtypes: list[str], seconds: float
         print(f"| {backend.dtype} | " + " | ".join(cells) + " |")
         backend.close()
         del backend
+
+
+GRAPH_SHAPES = [(1, 10), (1, 32), (8, 16), (32, 12), (8, 128), (32, 128), (256, 16), (64, 128)]
+"""(texts, tokens) for the graphs table; the last is past the largest bucket, so it runs eagerly either way."""
+
+
+def median_ms(call: Callable[[], object], reps: int) -> float:
+    """Median wall ms of ``call`` (which synchronises), after three warm-up calls."""
+    for _ in range(3):
+        call()
+    times = []
+    for _ in range(reps):
+        start = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - start)
+    return float(np.median(times)) * 1000
+
+
+def cuda_graphs(model_dir: Path, device: str, dtype: str, reps: int) -> None:
+    """Eager passes against ``--cuda-graphs`` replays, per small shape: ms per batch and agreement of the vectors."""
+    print(f"\n## CUDA graphs ({dtype}): ms per batch, eager against replayed, and min cosine between the two")
+    eager = backend_for(model_dir, "torch", dtype, device)
+    settings = EngineSettings(model=str(model_dir), backend="torch", dtype=dtype, device=device, cuda_graphs=True)  # type: ignore[arg-type]
+    started = time.perf_counter()
+    graphed = create_backend(load_model(settings), settings)
+    print(f"# built with graphs in {time.perf_counter() - started:.1f} s (model load included)")
+    print("| texts x tokens | eager ms | graphs ms | speed-up | min cosine |")
+    print("|---|---|---|---|---|")
+    rng = np.random.default_rng(0)
+    for rows, seq in GRAPH_SHAPES:
+        ids = rng.integers(1000, 20000, size=(rows, seq), dtype=np.int64)
+        ids[:, 0], ids[:, -1] = 101, 102
+        mask = np.ones_like(ids)
+        a, b = eager.forward(ids, mask), graphed.forward(ids, mask)
+        cos = float(np.sum(a * b, axis=1).min())
+        e_ms = median_ms(lambda i=ids, m=mask: eager.forward(i, m), reps)
+        g_ms = median_ms(lambda i=ids, m=mask: graphed.forward(i, m), reps)
+        print(f"| {rows} x {seq} | {e_ms:.2f} | {g_ms:.2f} | {e_ms / g_ms:.2f}x | {cos:.6f} |")
+    eager.close()
+    graphed.close()
 
 
 def sorted_batches(encodings: list[Encoding], budget: int, pad_id: int) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -243,7 +287,8 @@ def main() -> None:
     parser.add_argument("--scale", type=float, default=8.0, help="bench_http workload sizes times this")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--churn-batches", type=int, default=60, help="batches per variant in the shape-churn table")
-    parser.add_argument("--only", default="", help="comma-separated tables to run: churn,shapes,packing,st")
+    parser.add_argument("--only", default="", help="comma-separated tables to run: churn,shapes,packing,st,graphs")
+    parser.add_argument("--graph-reps", type=int, default=50, help="timed passes per shape in the graphs table")
     parser.add_argument("--replica", type=Path, default=REPLICA, help="config and tokenizer to replicate")
     args = parser.parse_args()
 
@@ -260,6 +305,7 @@ def main() -> None:
             "shapes": lambda: fixed_shapes(model_dir, args.device, dtypes, args.seconds),
             "packing": lambda: packing(model_dir, args.device, dtypes[0], loads, args.seconds),
             "st": lambda: versus_sentence_transformers(model_dir, args.device, loads, args.seconds),
+            "graphs": lambda: cuda_graphs(model_dir, args.device, dtypes[0], args.graph_reps),
         }
         only = args.only.split(",") if args.only else list(sections)
         if unknown := set(only) - set(sections):

@@ -57,6 +57,12 @@ _ENGINE_FLAGS: dict[str, dict[str, Any]] = {
         "help": "forward passes handed to the inference thread at once (default 1 on CPU: each batch is formed when "
         "the running one ends, so a burst of requests rides one full pass; 2 on CUDA: the next is ready in advance)",
     },
+    "--cuda-graphs": {
+        "action": "store_const",
+        "const": True,
+        "help": "torch on CUDA: capture each small batch shape (up to 4096 padded tokens) as a CUDA graph at start-up "
+        "and replay it, one launch instead of hundreds (opt-in; see docs/performance.md, GPU)",
+    },
     "--max-queued-tokens": {"type": int, "help": "queue bound; past it requests get 503 with Retry-After"},
     "--auto-truncate": {
         "action": "store_const",

@@ -52,3 +52,36 @@ def test_cuda_fp16_throughput_on_the_replica(reference_model_dir: Path, seq: int
     print(f"\n{torch.cuda.get_device_name()} fp16, {seq} tokens x {batch}: {tps:,.0f} tokens/s")
     assert backend.device.startswith("cuda")
     assert tps > 5_000, "far below any CUDA GPU: is the model really on the device?"  # 2 CPU cores give ~500
+
+
+def test_cuda_graphs_match_cpu_fp32_on_minilm(minilm_model_dir: Path) -> None:
+    """Through the engine, texts of every size (small batches replay a graph, large ones run eagerly)."""
+    texts = varied_sentences(520)
+    cpu = Engine(EngineSettings(model=str(minilm_model_dir), device="cpu", dtype="float32"))
+    gpu = Engine(EngineSettings(model=str(minilm_model_dir), device="cuda", dtype="auto", cuda_graphs=True))
+    reference = cpu.embed_texts(texts, truncate=True)
+    ours = np.concatenate([gpu.embed_texts(texts[:1]), gpu.embed_texts(texts[1:5]), gpu.embed_texts(texts[5:])])
+    cos = np.sum(ours * reference, axis=1)
+    print(f"\ncuda float16 with graphs vs cpu float32: min {cos.min():.6f} mean {cos.mean():.6f}")
+    assert cos.min() >= 0.999
+
+
+@pytest.mark.parametrize(("rows", "seq"), [(1, 10), (32, 12), (8, 128), (64, 128)])
+def test_a_small_batch_replays_its_graph_and_a_large_one_runs_eagerly(
+    reference_model_dir: Path, rows: int, seq: int
+) -> None:
+    from torch.profiler import ProfilerActivity, profile
+
+    base = EngineSettings(model=str(reference_model_dir), load_format="dummy", device="cuda", dtype="auto")
+    eager = create_backend(load_model(base), base)
+    graphed_settings = base.model_copy(update={"cuda_graphs": True})
+    graphed = create_backend(load_model(graphed_settings), graphed_settings)
+    ids = np.random.default_rng(0).integers(1000, 20000, size=(rows, seq), dtype=np.int64)
+    mask = np.ones_like(ids)
+    cos = np.sum(eager.forward(ids, mask) * graphed.forward(ids, mask), axis=1)
+    assert cos.min() >= 0.999
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        graphed.forward(ids, mask)
+    ops = {event.key for event in prof.key_averages()}
+    replayed = rows * seq <= 4096
+    assert ("aten::linear" in ops) != replayed, sorted(ops)  # a replay runs no torch op of the model on the CPU

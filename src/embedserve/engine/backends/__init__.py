@@ -48,10 +48,15 @@ def check_settings(settings: EngineSettings) -> None:
     name = resolve_backend_name(settings)
     _factory(name)
     if name == "torch":
-        from embedserve.engine.backends.torch import resolve_device, resolve_dtype
+        from embedserve.engine.backends.torch import check_cuda_graphs, resolve_device, resolve_dtype
 
-        resolve_dtype(settings.dtype, resolve_device(settings.device))
-    elif name == "onnx":
+        device = resolve_device(settings.device)
+        resolve_dtype(settings.dtype, device)
+        if settings.cuda_graphs:
+            check_cuda_graphs(device)
+    elif settings.cuda_graphs:
+        raise InvalidRequestError(f"--cuda-graphs is for the torch backend on CUDA, not the {name} backend.")
+    if name == "onnx":
         from embedserve.engine.backends.onnx import resolve_providers, resolve_variant
 
         resolve_providers(settings.device, resolve_variant(settings.dtype))

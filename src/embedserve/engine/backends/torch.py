@@ -23,6 +23,7 @@ from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from embedserve.engine.bert import BertEncoder, fuse_qkv, init_dummy_weights, load_state
+from embedserve.engine.graphs import GRAPH_MAX_TOKENS, CudaGraphs, graph_buckets
 from embedserve.engine.int8_recipe import SMOOTHED_FLOAT_FFN_OUT, Int8Recipe, quantize_encoder
 from embedserve.engine.loading import LoadedModel
 from embedserve.engine.pooling import pool
@@ -42,6 +43,12 @@ def resolve_device(requested: str) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise InvalidRequestError(f"--device {requested} was asked for, but no CUDA device is available.")
     return device
+
+
+def check_cuda_graphs(device: torch.device) -> None:
+    """``--cuda-graphs`` replays captured passes on a GPU; on a CPU there is nothing to capture."""
+    if device.type != "cuda":
+        raise InvalidRequestError("--cuda-graphs needs a CUDA device (--device cuda); on CPU leave it off.")
 
 
 def cpu_has_bf16() -> bool:
@@ -215,17 +222,34 @@ class TorchBackend:
         else:
             self.encoder.unpad_ratio = math.inf  # packing measured 0.99-1.01x on an H200 (bench_cuda.py): off
         self.sdpa_backends: list[SDPBackend] | None = CUDA_SDPA_BACKENDS if self._device.type == "cuda" else None
+        self.graphs: CudaGraphs | None = None
+        if settings.cuda_graphs:
+            check_cuda_graphs(self._device)
+            started = time.perf_counter()
+            buckets = graph_buckets(
+                max_tokens=GRAPH_MAX_TOKENS, max_seq=model.max_seq_length, max_rows=settings.max_batch_size
+            )
+            with torch.inference_mode(), self._kernels():
+                self.graphs = CudaGraphs(
+                    self._pooled, device=self._device, buckets=buckets, pad_id=model.config.pad_token_id
+                )
+            logger.info("captured %d CUDA graphs in %.1fs", len(buckets), time.perf_counter() - started)
+
+    def _kernels(self) -> contextlib.AbstractContextManager[None]:
+        return sdpa_kernel(self.sdpa_backends) if self.sdpa_backends else contextlib.nullcontext()
+
+    def _pooled(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return pool(self.encoder(ids, mask), mask, mode=self._pooling, normalize=self._normalize)
 
     def forward(
         self, input_ids: npt.NDArray[np.int64], attention_mask: npt.NDArray[np.int64]
     ) -> npt.NDArray[np.float32]:
-        kernels = sdpa_kernel(self.sdpa_backends) if self.sdpa_backends else contextlib.nullcontext()
-        with torch.inference_mode(), kernels:
+        with torch.inference_mode(), self._kernels():
+            if self.graphs is not None and (replayed := self.graphs.forward(input_ids, attention_mask)) is not None:
+                return replayed
             ids = torch.from_numpy(input_ids).to(self._device)
             mask = torch.from_numpy(attention_mask).to(self._device)
-            hidden = self.encoder(ids, mask)
-            out = pool(hidden, mask, mode=self._pooling, normalize=self._normalize)
-            return out.cpu().numpy().astype(np.float32, copy=False)
+            return self._pooled(ids, mask).cpu().numpy().astype(np.float32, copy=False)
 
     def close(self) -> None:
         if self._device.type == "cuda":
