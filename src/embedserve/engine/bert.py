@@ -8,6 +8,7 @@ token-wise layer (projections, LayerNorm, GELU) on its real tokens only (``Packi
 from __future__ import annotations
 
 import math
+from collections.abc import Generator
 
 import torch
 import torch.nn.functional as F
@@ -150,6 +151,25 @@ class BertEncoder(nn.Module):
         self.encoder = Encoder(cfg)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        x, mask, packing = self._embed(input_ids, attention_mask)
+        for layer in self.encoder.layer:
+            x = layer(x, mask, packing)
+        return x if packing is None else packing.pad(x).view(*attention_mask.shape, -1)
+
+    def steps(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> Generator[None, None, torch.Tensor]:
+        """``forward`` one layer per step: yields after each layer, returns the last hidden states. A caller may run
+        other passes between steps (the scheduler pauses a batch job's pass there when online work arrives)."""
+        x, mask, packing = self._embed(input_ids, attention_mask)
+        for layer in self.encoder.layer:
+            x = layer(x, mask, packing)
+            yield
+        return x if packing is None else packing.pad(x).view(*attention_mask.shape, -1)
+
+    def _embed(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, Packing | None]:
+        """The embeddings (packed to the real tokens when there is enough padding), the additive attention mask,
+        and the packing, if any."""
         x = self.embeddings(input_ids)
         # Additive mask in the activations' dtype: padded keys get -inf-like scores and no weight.
         mask = torch.zeros(attention_mask.shape, dtype=x.dtype, device=x.device)
@@ -160,9 +180,7 @@ class BertEncoder(nn.Module):
             if real and attention_mask.numel() >= self.unpad_ratio * real:
                 packing = Packing(attention_mask)
                 x = packing.pack(x)
-        for layer in self.encoder.layer:
-            x = layer(x, mask, packing)
-        return x if packing is None else packing.pad(x).view(*attention_mask.shape, -1)
+        return x, mask, packing
 
 
 def fuse_qkv(model: BertEncoder) -> None:

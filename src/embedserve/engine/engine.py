@@ -170,6 +170,7 @@ class Engine:
                 max_bulk_batch_tokens=self.settings.max_bulk_batch_tokens
                 or default_free_padding_tokens(self.info.device),
                 on_idle=release_free_memory,
+                preempt_bulk=not self.info.device.startswith("cuda"),  # a GPU's bulk pass takes milliseconds
             )
             self._scheduler = Scheduler(self._backend, config, on_batch=self._on_batch, executor=executor)
         except BaseException:

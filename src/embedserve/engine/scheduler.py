@@ -6,7 +6,9 @@ one, each batch is formed when the running one ends, from everything that arrive
 ``engine.default_batches_in_flight``). Inputs whose caller went away (future cancelled) are skipped.
 Online inputs go first: bulk inputs (batch jobs) are batched only when no online input waits, only one bulk batch
 is in flight at a time, and a bulk batch is kept within ``max_bulk_batch_tokens`` (smaller than the online budget), so
-an online request arriving mid-job waits for at most one small bulk forward pass.
+an online request arriving mid-job waits for at most one small bulk forward pass. With ``preempt_bulk`` (CPU, on a
+backend that can run a pass layer by layer) it waits for at most one layer of it: the bulk pass pauses between
+layers when online work arrives, the online batches run, and the bulk pass resumes where it stopped.
 """
 
 from __future__ import annotations
@@ -14,8 +16,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Generator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from enum import IntEnum
@@ -71,6 +74,16 @@ class Entry:
     timing: EmbedTiming | None = None
 
 
+@dataclass(slots=True)
+class _Stepped:
+    """A bulk batch run layer by layer, across as many turns on the inference thread as pre-emption makes it take."""
+
+    batch: list[Entry]
+    steps: Generator[None, None, Vector]
+    started: float | None = None  # when its first turn began
+    seconds: float = 0.0  # its turns' inference time so far
+
+
 @dataclass(frozen=True, slots=True)
 class BatchStats:
     """One forward pass: ``queue_seconds`` is how long its oldest input waited before the pass started on the
@@ -111,6 +124,9 @@ class SchedulerConfig:
     """Run on the inference thread once nothing has been queued or running for ``idle_delay`` seconds (the engine
     gives freed memory back there; doing it each time the queue ran dry under load cost ~10% throughput)."""
     idle_delay: float = 1.0
+    preempt_bulk: bool = False
+    """Pause a running bulk pass between encoder layers when online work arrives (backends with ``forward_steps``):
+    on a CPU a bulk pass takes up to seconds, one layer of it a twenty-fourth of that (bge-large)."""
 
 
 class Scheduler:
@@ -139,6 +155,13 @@ class Scheduler:
         self._rate = _Throughput()
         self._idle_timer: asyncio.TimerHandle | None = None
         self._bulk_in_flight = 0
+        self._preempt = threading.Event()  # set while online work waits behind a bulk pass
+        self._paused: _Stepped | None = None
+        self.preemptions = 0
+        steps = getattr(backend, "forward_steps", None) if config.preempt_bulk else None
+        self._forward_steps: (
+            Callable[[npt.NDArray[np.int64], npt.NDArray[np.int64]], Generator[None, None, Vector]] | None
+        ) = steps
 
     @property
     def queued_tokens(self) -> int:
@@ -181,6 +204,8 @@ class Scheduler:
             self._pending.append(entry)
             futures.append(entry.future)
         self._queued_tokens += tokens
+        if priority is Priority.ONLINE and self._bulk_in_flight:
+            self._preempt.set()
         self._wakeup.set()
         return futures
 
@@ -218,23 +243,72 @@ class Scheduler:
         while True:
             await self._wakeup.wait()
             self._wakeup.clear()
-            while self._pending:
+            while self._pending or self._paused is not None:
                 await self._slots.acquire()
-                batch = self._take_batch()
-                if not batch:
+                if batch := self._take_batch():
+                    self._dispatch(batch)
+                elif self._paused is not None:  # no online input waits: the paused bulk pass goes on
+                    paused, self._paused = self._paused, None
+                    self._run_stepped(paused)
+                else:
                     self._slots.release()
                     break
-                self._dispatch(batch)
 
     def _dispatch(self, batch: list[Entry]) -> None:
         loop = asyncio.get_running_loop()
         ids, mask = pad_batch([e.encoding for e in batch], pad_id=self._cfg.pad_id)
         bulk = batch[0].priority is Priority.BULK
         self._bulk_in_flight += bulk
+        if bulk and self._forward_steps is not None:
+            self._run_stepped(_Stepped(batch, self._forward_steps(ids, mask)))
+            return
         work = loop.run_in_executor(self._executor, self._forward, ids, mask)
         done: asyncio.Future[None] = asyncio.ensure_future(self._finish(work, batch, bulk=bulk))
         self._inflight.add(done)
         done.add_done_callback(self._inflight.discard)
+
+    def _run_stepped(self, stepped: _Stepped) -> None:
+        """Start (or resume) a stepped bulk pass on the inference thread; a slot is held for it."""
+        if all(e.future.done() for e in stepped.batch):  # every caller went away while it was paused
+            stepped.steps.close()
+            self._bulk_in_flight -= 1
+            self._slots.release()
+            return
+        self._preempt.clear()
+        work = asyncio.get_running_loop().run_in_executor(self._executor, self._steps, stepped.steps)
+        done: asyncio.Future[None] = asyncio.ensure_future(self._finish_turn(work, stepped))
+        self._inflight.add(done)
+        done.add_done_callback(self._inflight.discard)
+
+    def _steps(self, steps: Generator[None, None, Vector]) -> tuple[Vector | None, float, float]:
+        """On the inference thread: layers until the pass ends (its vectors) or online work waits (None)."""
+        started = self._cfg.clock()
+        while not self._preempt.is_set():
+            try:
+                next(steps)
+            except StopIteration as done:
+                return done.value, started, self._cfg.clock()
+        return None, started, self._cfg.clock()
+
+    async def _finish_turn(self, work: asyncio.Future[tuple[Vector | None, float, float]], stepped: _Stepped) -> None:
+        try:
+            vectors, started, finished = await work
+        except Exception:
+            self._fail(stepped.batch)
+            self._end_pass(bulk=True)
+            return
+        stepped.started = started if stepped.started is None else stepped.started
+        stepped.seconds += finished - started
+        for timing in {id(e.timing): e.timing for e in stepped.batch if e.timing is not None}.values():
+            timing.add_batch(started=started, finished=finished)
+        if vectors is None:  # paused for online work: the loop resumes it once none waits
+            self.preemptions += 1
+            self._paused = stepped
+            self._slots.release()
+            self._wakeup.set()
+            return
+        self._end_pass(bulk=True)
+        self._complete(stepped.batch, vectors, started=stepped.started, seconds=stepped.seconds)
 
     def _forward(self, ids: npt.NDArray[np.int64], mask: npt.NDArray[np.int64]) -> tuple[Vector, float, float]:
         """On the inference thread: the pass and when it started and ended. Timed here, not around the executor
@@ -249,19 +323,30 @@ class Scheduler:
         try:
             vectors, started, finished = await work
         except Exception:
-            logger.exception("inference failed for a batch of %d inputs", len(batch))
-            for entry in batch:
-                if not entry.future.done():
-                    entry.future.set_exception(EngineError("Inference failed on the server; it has been logged."))
+            self._fail(batch)
             return
         finally:
-            self._slots.release()
-            self._bulk_in_flight -= bulk
-            if self._pending:
-                self._wakeup.set()  # bulk work waits for a free engine, not only for new arrivals
-        seconds = finished - started
+            self._end_pass(bulk=bulk)
         for timing in {id(e.timing): e.timing for e in batch if e.timing is not None}.values():
             timing.add_batch(started=started, finished=finished)  # before the futures wake their callers
+        self._complete(batch, vectors, started=started, seconds=finished - started)
+
+    @staticmethod
+    def _fail(batch: list[Entry]) -> None:
+        logger.exception("inference failed for a batch of %d inputs", len(batch))
+        for entry in batch:
+            if not entry.future.done():
+                entry.future.set_exception(EngineError("Inference failed on the server; it has been logged."))
+
+    def _end_pass(self, *, bulk: bool) -> None:
+        """A pass left the inference thread for good: its slot is free, and queued or paused work may go on."""
+        self._slots.release()
+        self._bulk_in_flight -= bulk
+        if self._pending or self._paused is not None:
+            self._wakeup.set()  # bulk work waits for a free engine, not only for new arrivals
+
+    def _complete(self, batch: list[Entry], vectors: Vector, *, started: float, seconds: float) -> None:
+        """Hand a finished pass's rows to their callers; ``seconds`` is its inference time (all its turns)."""
         for entry, row in zip(batch, vectors, strict=True):
             if not entry.future.done():
                 entry.future.set_result(row)
@@ -278,7 +363,7 @@ class Scheduler:
 
     def _when_idle(self) -> None:
         self._idle_timer = None
-        if self._cfg.on_idle is not None and self._accepting and not self._pending and not self._inflight:
+        if self._cfg.on_idle is not None and self._accepting and not (self._pending or self._inflight or self._paused):
             self._executor.submit(self._cfg.on_idle)
 
     async def stop(self, *, timeout: float | None = None) -> None:
@@ -287,10 +372,14 @@ class Scheduler:
         if self._idle_timer is not None:
             self._idle_timer.cancel()
         deadline = None if timeout is None else time.monotonic() + timeout
-        while self._pending or self._inflight:
+        while self._pending or self._inflight or self._paused is not None:
             if deadline is not None and time.monotonic() >= deadline:
                 break
             await asyncio.sleep(0.01)
+        if self._paused is not None:
+            self._pending.extend(self._paused.batch)
+            self._paused.steps.close()
+            self._paused = None
         for entry in self._pending:
             if not entry.future.done():
                 entry.future.set_exception(ServiceUnavailableError("The server shut down before this input ran."))

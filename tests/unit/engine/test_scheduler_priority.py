@@ -3,8 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import threading
+from collections.abc import Callable, Generator
+from typing import Any
 
-from embedserve.engine.scheduler import Priority
+import numpy as np
+import numpy.typing as npt
+import pytest
+
+from embedserve.engine.scheduler import Priority, Scheduler, SchedulerConfig
 from tests.unit.engine.test_scheduler import RecordingBackend, enc, make
 
 
@@ -52,3 +59,133 @@ async def test_a_bulk_batch_stays_within_its_own_budget_while_online_batches_use
     assert all(max(b) * len(b) <= 16 for b in bulk_batches)
     assert max(max(b) * len(b) for b in backend.batches) > 16  # online work is not held to the bulk budget
     await sched.stop()
+
+
+class SteppedBackend(RecordingBackend):
+    """A ``RecordingBackend`` whose passes also run in ``layers`` steps: each step takes one of ``permits`` (unlimited
+    unless ``hold()`` was called) and records its batch's lengths in ``steps``, so a test can let a pass run exactly
+    so many layers."""
+
+    def __init__(self, layers: int = 4) -> None:
+        super().__init__()
+        self.layers = layers
+        self.steps: list[list[int]] = []
+        self.permits: threading.Semaphore | None = None
+        self.closed = 0
+
+    def hold(self) -> None:
+        self.permits = threading.Semaphore(0)
+
+    def allow(self, layers: int = 1000) -> None:
+        assert self.permits is not None
+        self.permits.release(layers)
+
+    def forward_steps(
+        self, ids: npt.NDArray[np.int64], mask: npt.NDArray[np.int64]
+    ) -> Generator[None, None, npt.NDArray[np.float32]]:
+        lengths = [int(m.sum()) for m in mask]
+        try:
+            for _ in range(self.layers):
+                if self.permits is not None:
+                    assert self.permits.acquire(timeout=10)
+                self.steps.append(lengths)
+                yield
+        except GeneratorExit:
+            self.closed += 1
+            raise
+        self.batches.append(lengths)
+        return ids[:, :1].astype(np.float32)
+
+
+def make_stepped(backend: SteppedBackend, **overrides: int) -> Scheduler:
+    cfg: dict[str, Any] = {
+        "pad_id": 0,
+        "max_batch_tokens": 8,
+        "max_batch_size": 2,
+        "max_queued_tokens": 10_000,
+        "in_flight": 1,  # the CPU default, where pre-emption is on
+    }
+    return Scheduler(backend, SchedulerConfig(clock=lambda: 100.0, preempt_bulk=True, **{**cfg, **overrides}))
+
+
+async def wait_for(condition: Callable[[], bool]) -> None:
+    for _ in range(1000):
+        if condition():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("condition not met in 10 s")
+
+
+@pytest.mark.parametrize("in_flight", [1, 2])
+async def test_an_online_input_runs_between_the_layers_of_a_bulk_pass(in_flight: int) -> None:
+    backend = SteppedBackend(layers=4)
+    backend.hold()
+    sched = make_stepped(backend, in_flight=in_flight)
+    sched.start()
+    bulk = sched.submit([enc(4, tag=100), enc(4, tag=101)], priority=Priority.BULK)
+    backend.allow(1)
+    await wait_for(lambda: len(backend.steps) == 1)  # the bulk pass is between its layers
+    online = sched.submit([enc(3, tag=1)])
+    backend.allow()
+    assert [int(r[0]) for r in await asyncio.gather(*online)] == [1]
+    assert [int(r[0]) for r in await asyncio.gather(*bulk)] == [100, 101]
+    # The online input ran before the bulk pass's last layer, and the bulk pass ran each layer once: resumed, not
+    # restarted.
+    assert backend.batches == [[3], [4, 4]]
+    assert backend.steps == [[4, 4]] * 4
+    assert sched.preemptions == 1
+    await sched.stop()
+
+
+async def test_without_preemption_online_waits_for_the_whole_bulk_pass() -> None:
+    backend = SteppedBackend(layers=4)
+    sched = make(backend, max_batch_tokens=8, max_batch_size=2)  # preempt_bulk off: plain forward
+    backend.gate.clear()
+    sched.start()
+    bulk = sched.submit([enc(4, tag=100), enc(4, tag=101)], priority=Priority.BULK)
+    await backend.running()
+    online = sched.submit([enc(3, tag=1)])
+    backend.gate.set()
+    await asyncio.gather(*bulk, *online)
+    assert backend.batches == [[4, 4], [3]] and backend.steps == [] and sched.preemptions == 0
+    await sched.stop()
+
+
+async def test_a_paused_bulk_pass_whose_callers_left_is_dropped_and_work_goes_on() -> None:
+    backend = SteppedBackend(layers=4)
+    sched = make_stepped(backend)
+    sched.start()
+    backend.gate.clear()  # online passes wait on the inference thread: the bulk pass stays paused meanwhile
+    backend.hold()
+    bulk = sched.submit([enc(4, tag=100)], priority=Priority.BULK)
+    backend.allow(1)
+    await wait_for(lambda: len(backend.steps) == 1)
+    online = sched.submit([enc(3, tag=1)])
+    backend.allow()
+    await backend.running()  # the online pass has the thread; the bulk pass is paused
+    assert sched._paused is not None
+    for fut in bulk:
+        fut.cancel()
+    backend.gate.set()
+    await asyncio.gather(*online)
+    await wait_for(lambda: sched._paused is None and sched._bulk_in_flight == 0)
+    assert backend.closed == 1 and [4] not in backend.batches
+    more = sched.submit([enc(4, tag=102)], priority=Priority.BULK)  # the bulk slot is free again
+    assert [int(r[0]) for r in await asyncio.gather(*more)] == [102]
+    await sched.stop()
+
+
+async def test_stop_finishes_a_paused_bulk_pass() -> None:
+    backend = SteppedBackend(layers=3)
+    sched = make_stepped(backend)
+    sched.start()
+    backend.hold()
+    bulk = sched.submit([enc(4, tag=100)], priority=Priority.BULK)
+    backend.allow(1)
+    await wait_for(lambda: len(backend.steps) == 1)
+    online = sched.submit([enc(3, tag=1)])
+    backend.allow()
+    await asyncio.gather(*online)
+    assert sched.preemptions == 1
+    await sched.stop(timeout=10)
+    assert [int(r[0]) for r in await asyncio.gather(*bulk)] == [100]

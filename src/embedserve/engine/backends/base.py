@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
@@ -30,6 +30,17 @@ class Backend(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+class SteppedBackend(Backend, Protocol):
+    """A backend that can also run a pass in steps (one encoder layer each), so the scheduler can pause a batch
+    job's pass between layers when online work arrives (the torch backend)."""
+
+    def forward_steps(
+        self, input_ids: npt.NDArray[np.int64], attention_mask: npt.NDArray[np.int64]
+    ) -> Generator[None, None, npt.NDArray[np.float32]]:
+        """``forward``'s result as a generator's return value, with a yield between layers."""
+        ...
 
 
 BackendFactory = Callable[["LoadedModel", "EngineSettings"], Backend]

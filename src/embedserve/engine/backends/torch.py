@@ -15,6 +15,7 @@ import logging
 import math
 import os
 import time
+from collections.abc import Generator
 
 import numpy as np
 import numpy.typing as npt
@@ -250,6 +251,27 @@ class TorchBackend:
             ids = torch.from_numpy(input_ids).to(self._device)
             mask = torch.from_numpy(attention_mask).to(self._device)
             return self._pooled(ids, mask).cpu().numpy().astype(np.float32, copy=False)
+
+    def forward_steps(
+        self, input_ids: npt.NDArray[np.int64], attention_mask: npt.NDArray[np.int64]
+    ) -> Generator[None, None, npt.NDArray[np.float32]]:
+        """``forward`` one encoder layer per step (``BertEncoder.steps``): the same vectors, with a yield after each
+        layer where the caller may run another pass. No torch context stays entered across a yield."""
+        with torch.inference_mode():
+            ids = torch.from_numpy(input_ids).to(self._device)
+            mask = torch.from_numpy(attention_mask).to(self._device)
+            layers = self.encoder.steps(ids, mask)
+        while True:
+            with torch.inference_mode(), self._kernels():
+                try:
+                    next(layers)
+                except StopIteration as done:
+                    hidden: torch.Tensor = done.value
+                    break
+            yield
+        with torch.inference_mode():
+            out = pool(hidden, mask, mode=self._pooling, normalize=self._normalize)
+            return out.cpu().numpy().astype(np.float32, copy=False)
 
     def close(self) -> None:
         if self._device.type == "cuda":
