@@ -93,26 +93,27 @@ class CudaGraphs:
     ) -> None:
         self.buckets = buckets
         self._pad_id = pad_id
+        self._device = device
         self._graphs: dict[tuple[int, int], _Graph] = {}
-        self._pool = torch.cuda.graph_pool_handle()
-        for bucket in sorted(buckets, key=lambda b: -b[0] * b[1]):  # largest first: the smaller ones reuse its memory
-            self._graphs[bucket] = self._capture(run, device, bucket)
+        # One pool for every graph, captured largest first so the smaller ones reuse its memory. Replays may then
+        # come in any order, which is more than PyTorch documents for a shared pool: it holds here because they never
+        # overlap (one inference thread) and each holds on to its own output tensor, which no other graph's capture
+        # could take, and that output is copied to the host before the next replay.
+        with torch.cuda.device(device):  # capture streams and the pool on the model's GPU, also for cuda:N
+            self._pool = torch.cuda.graph_pool_handle()
+            self._side = torch.cuda.Stream()  # type: ignore[no-untyped-call]
+            for bucket in sorted(buckets, key=lambda b: -b[0] * b[1]):
+                self._graphs[bucket] = self._capture(run, bucket)
 
-    def _capture(
-        self,
-        run: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
-        device: torch.device,
-        bucket: tuple[int, int],
-    ) -> _Graph:
+    def _capture(self, run: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], bucket: tuple[int, int]) -> _Graph:
         ids_np, mask_np = pad_to_bucket(np.zeros((0, 1), np.int64), np.zeros((0, 1), np.int64), bucket, self._pad_id)
-        ids = torch.from_numpy(ids_np).to(device)
-        mask = torch.from_numpy(mask_np).to(device)
-        side = torch.cuda.Stream(device)  # type: ignore[no-untyped-call]
-        side.wait_stream(torch.cuda.current_stream(device))
-        with torch.cuda.stream(side):  # warm-up off the capture: lazy initialisation must not be recorded
+        ids = torch.from_numpy(ids_np).to(self._device)
+        mask = torch.from_numpy(mask_np).to(self._device)
+        self._side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(self._side):  # warm-up off the capture: lazy initialisation must not be recorded
             for _ in range(2):
                 run(ids, mask)
-        torch.cuda.current_stream(device).wait_stream(side)
+        torch.cuda.current_stream().wait_stream(self._side)
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph, pool=self._pool):
             out = run(ids, mask)
@@ -124,8 +125,9 @@ class CudaGraphs:
             return None
         graph = self._graphs[bucket]
         padded_ids, padded_mask = pad_to_bucket(ids, mask, bucket, self._pad_id)
-        graph.ids.copy_(torch.from_numpy(padded_ids))
-        graph.mask.copy_(torch.from_numpy(padded_mask))
-        graph.graph.replay()
-        # copied out: the next replay of this graph writes the same output tensor
-        return graph.out[: ids.shape[0]].float().cpu().numpy()
+        with torch.cuda.device(self._device):
+            graph.ids.copy_(torch.from_numpy(padded_ids))
+            graph.mask.copy_(torch.from_numpy(padded_mask))
+            graph.graph.replay()
+            # to the host now: the next replay of this graph writes the same output tensor
+            return graph.out[: ids.shape[0]].cpu().numpy().astype(np.float32, copy=False)
