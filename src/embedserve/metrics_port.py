@@ -1,11 +1,13 @@
 """The open ``--metrics-port`` listener: the app's metrics registry without auth, on a port of its own.
 
-A prometheus_client WSGI server on a daemon thread, started and closed by ``server.run_server``; it serves
-``/metrics`` only (any other path is a 404).
+A prometheus_client WSGI server on a daemon thread, started and closed by ``server.run_server`` (or, under
+``--api-processes``, by the engine process on the socket its parent bound); it serves ``/metrics`` only (any other
+path is a 404).
 """
 
 from __future__ import annotations
 
+import socket
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -53,7 +55,25 @@ def serve_metrics_port(metrics: Metrics, *, host: str, port: int) -> MetricsServ
     """Serve ``metrics`` without auth on ``host:port`` (0 picks a free port), at ``/metrics`` only (any other path
     is a 404); ``close()`` it on shutdown."""
     app = only_metrics_path(make_wsgi_app(metrics.registry))
-    server = make_server(host, port, app, ThreadingWSGIServer, handler_class=_SilentHandler)
+    return _start(make_server(host, port, app, ThreadingWSGIServer, handler_class=_SilentHandler))
+
+
+def serve_metrics_socket(metrics: Metrics, sock: socket.socket) -> MetricsServer:
+    """As ``serve_metrics_port``, on ``sock``, already bound and listening: under ``--api-processes`` the parent binds
+    the port before the model loads, and holds it while the engine process that serves it is replaced."""
+    host, port = sock.getsockname()[:2]
+    server = ThreadingWSGIServer((host, port), _SilentHandler, bind_and_activate=False)
+    server.socket.close()  # the one it made in place of ours
+    server.socket = sock
+    # What server_bind would have set (without its reverse DNS lookup of the host).
+    server.server_address = (host, port)
+    server.server_name, server.server_port = host, port
+    server.setup_environ()
+    server.set_app(only_metrics_path(make_wsgi_app(metrics.registry)))
+    return _start(server)
+
+
+def _start(server: WSGIServer) -> MetricsServer:
     thread = threading.Thread(target=server.serve_forever, name="embedserve-metrics-port", daemon=True)
     thread.start()
     return MetricsServer(server=server, thread=thread)

@@ -4,10 +4,11 @@ The engine starts first (the model loads once, there); then this process binds t
 processes share it (pre-fork, as uvicorn's and gunicorn's workers do), the first one alone so that it creates the
 store's schema and first keys before its siblings start. A dead API process is replaced (the engine does not notice;
 the shared socket keeps its pending connections); a dead engine is restarted while the API processes answer 503.
-SIGTERM or SIGINT drains in order: the API processes finish their requests (``--shutdown-timeout``), then the engine
-stops, and this process exits 0. The children sit in their own process group (a terminal's Ctrl-C reaches only this
-process, which then drains them) and each leaves if this process dies, the last one out removing the server's private
-directory (``rundir.py``).
+With ``--metrics-port`` this process binds that port too, before the model loads, and the engine process serves it
+(``engine_process.OpenMetrics``); the port stays bound while an engine is replaced. SIGTERM or SIGINT drains in
+order: the API processes finish their requests (``--shutdown-timeout``), then the engine stops, and this process
+exits 0. The children sit in their own process group (a terminal's Ctrl-C reaches only this process, which then drains
+them) and each leaves if this process dies, the last one out removing the server's private directory (``rundir.py``).
 """
 
 from __future__ import annotations
@@ -69,6 +70,7 @@ class Supervisor:
         self._events: dict[str, tuple[Any, float]] = {}
         self._model: tuple[ModelInfo, str] | None = None
         self._sock: socket.socket | None = None
+        self._metrics_sock: socket.socket | None = None  # --metrics-port, served by the engine process
         self._spawned = 0
 
     def run(self) -> int:
@@ -77,6 +79,13 @@ class Supervisor:
         # Inherited by every child: prometheus_client reads it when a child imports it.
         self._env_before = os.environ.get(SHARED_DIR_ENV)
         os.environ[SHARED_DIR_ENV] = str(self._metrics_dir)
+        if self.settings.metrics_port is not None:
+            try:
+                self._metrics_sock = listen(self.settings.host, self.settings.metrics_port)
+            except OSError as exc:
+                where = f"{self.settings.host}:{self.settings.metrics_port}"
+                print(f"embedserve: cannot listen on {where} (--metrics-port): {exc}", file=sys.stderr)
+                return 2
         failure = self._start_engine()
         if failure is not None and self._stopping:
             return self._drain(code=0)  # told to stop while the model loaded
@@ -105,7 +114,10 @@ class Supervisor:
     def _announce(self) -> None:
         assert self._model is not None and self._sock is not None
         port = self._sock.getsockname()[1]
-        banner = _banner(self.settings, host=self.settings.host, port=port, info=self._model[0])
+        settings = self.settings
+        if self._metrics_sock is not None:  # the port bound, should --metrics-port be 0
+            settings = settings.model_copy(update={"metrics_port": self._metrics_sock.getsockname()[1]})
+        banner = _banner(settings, host=self.settings.host, port=port, info=self._model[0])
         processes = f"\n  processes   {self.settings.api_processes} API processes + 1 engine process"
         print(banner + processes, file=sys.stderr, flush=True)
 
@@ -121,6 +133,7 @@ class Supervisor:
             "shutdown_timeout": self.settings.shutdown_timeout,
             "log_level": self.settings.log_level,
             "log_fmt": self.settings.log_format,
+            "metrics_sock": self._metrics_sock,
         }
         process = self._mp.Process(
             target=_own_group, args=(run_engine_process,), kwargs=kwargs, name="embedserve-engine"
@@ -210,6 +223,8 @@ class Supervisor:
         return code if clean or code else 1
 
     def cleanup(self) -> None:
+        if self._metrics_sock is not None:
+            self._metrics_sock.close()
         if self._env_before is None:
             os.environ.pop(SHARED_DIR_ENV, None)
         else:

@@ -99,6 +99,12 @@ class Settings(BaseSettings):
         return data
 
     @model_validator(mode="after")
+    def _metrics_port_apart(self) -> Settings:
+        if self.metrics_port is not None and self.metrics_port == self.port != 0:
+            raise ValueError(f"--metrics-port {self.metrics_port} is the main port (--port): give it a port of its own")
+        return self
+
+    @model_validator(mode="after")
     def _safe_with_api_processes(self) -> Settings:
         """What several API processes need: state they would otherwise each keep apart (docs/operations.md)."""
         n = self.api_processes
@@ -106,11 +112,6 @@ class Settings(BaseSettings):
             raise ValueError(
                 f"--api-processes {n} with API keys needs --redis-url: each process would keep its own in-memory "
                 f"rate-limit counters, so every key's rpm/tpm would be multiplied by {n} (or serve with --no-auth)"
-            )
-        if n > 1 and self.metrics_port is not None:
-            raise ValueError(
-                f"--api-processes {n} cannot serve --metrics-port: {n} processes cannot share one metrics port "
-                "(scrape /metrics with the admin key instead)"
             )
         if n > 1 and self.ray_address:
             raise ValueError(

@@ -8,6 +8,7 @@ import math
 import os
 import re
 import signal
+import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +19,7 @@ import pytest
 from embedserve.cli import main
 from tests.browser.conftest import minilm_dir
 from tests.integration import test_official_sdks
-from tests.integration.gateway.processes import create_key, start_server
+from tests.integration.gateway.processes import cli, create_key, start_server
 from tests.integration.test_metrics_api import _get, _samples
 from tests.integration.test_shutdown import TEXTS, assert_every_accepted_request_answered, sigterm_mid_burst
 from tests.paths import REFERENCE_DIR
@@ -111,6 +112,61 @@ def test_metrics_show_the_engine_s_batches_and_every_api_process_s_requests(tmp_
     assert len(timed) == 6, log[-3000:]
 
 
+def _embed_on_one_api_process(server: ServerProcess, *, stopped: int, key: str, texts: list[str]) -> list[int]:
+    """Each text on a new connection while the API process ``stopped`` is SIGSTOPped, so that the other accepts them
+    all (if still starting, once started: they wait in the shared backlog); the prompt tokens of each."""
+    headers = {"Authorization": f"Bearer {key}"}
+    os.kill(stopped, signal.SIGSTOP)
+    try:
+        url = f"{server.url}/v1/embeddings"
+        answers = [httpx.post(url, json={"input": t}, headers=headers, timeout=30) for t in texts]
+    finally:
+        os.kill(stopped, signal.SIGCONT)
+    assert [r.status_code for r in answers] == [200] * len(texts), [r.text for r in answers]
+    return [r.json()["usage"]["prompt_tokens"] for r in answers]
+
+
+def test_metrics_port_serves_every_process_s_sums_without_a_key(tmp_path: Path) -> None:
+    """--metrics-port with two API processes and keys on: the open port answers without a key (the main port's
+    /metrics wants the admin key) and shows the same sums, requests served by each API process included."""
+    key = create_key(["--data-dir", str(tmp_path / "data")])
+    admin = "es-admin-" + "p" * 43
+    metrics_port = free_port()
+    env = {
+        "EMBEDSERVE_DATA_DIR": str(tmp_path / "data"),
+        "EMBEDSERVE_ADMIN_KEY": admin,
+        "EMBEDSERVE_REDIS_URL": "redis://127.0.0.1:6379/0",
+        "EMBEDSERVE_API_PROCESSES": "2",
+        "EMBEDSERVE_METRICS_PORT": str(metrics_port),
+    }
+    server = start_server(port=free_port(), env=env, log_path=tmp_path / "server.log")
+    try:
+        _wait_for(lambda: len(_pids(server, "API process")) >= 2, what="both API processes")
+        one, two = _pids(server, "API process")[:2]
+        tokens = _embed_on_one_api_process(server, stopped=two, key=key["secret"], texts=["a b", "c d e", "f"])
+        tokens += _embed_on_one_api_process(server, stopped=one, key=key["secret"], texts=["g h i j", "k"])
+        open_port = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=30)
+        refused = httpx.get(f"{server.url}/metrics", timeout=30)
+        main = httpx.get(f"{server.url}/metrics", headers={"Authorization": f"Bearer {admin}"}, timeout=30)
+        elsewhere = httpx.get(f"http://127.0.0.1:{metrics_port}/v1/models", timeout=30)
+    finally:
+        server.stop()
+    assert (open_port.status_code, refused.status_code, main.status_code, elsewhere.status_code) == (200, 401, 200, 404)
+    opened, scraped = _samples(open_port.text), _samples(main.text)
+    for name, labels in [
+        ("embedserve_requests_total", {"route": "/v1/embeddings", "status": "200"}),
+        ("embedserve_tokens_total", {"key_id": key["id"]}),
+        ("embedserve_inputs_total", {"key_id": key["id"]}),
+        ("embedserve_batch_size_count", {}),
+        ("embedserve_tokenization_duration_seconds_count", {}),
+    ]:
+        assert _get(opened, name, **labels) == _get(scraped, name, **labels), name
+    assert _get(opened, "embedserve_requests_total", route="/v1/embeddings", status="200") == 5  # 3 + 2
+    assert _get(opened, "embedserve_tokens_total", key_id=key["id"]) == sum(tokens)
+    assert 'embedserve_model_info{backend="fake"' in open_port.text and "process_cpu_seconds_total" in open_port.text
+    assert f"open on http://127.0.0.1:{metrics_port}/metrics" in server.log()
+
+
 @pytest.mark.slow  # ~60 s on a shared 2-core box (real MiniLM inference, as test_shutdown.py)
 def test_sigterm_mid_burst_answers_every_accepted_request_and_exits_zero(tmp_path: Path) -> None:
     args = ["--model", minilm_dir(), "--no-auth", "--api-processes", "2", "--shutdown-timeout", "60"]
@@ -146,8 +202,8 @@ def test_minilm_vectors_equal_one_process_s(tmp_path: Path) -> None:
     ("extra", "fragment"),
     [
         ([], "needs --redis-url"),  # API keys on, in-memory rate limits
-        (["--no-auth", "--metrics-port", "9999"], "cannot serve --metrics-port"),
         (["--no-auth", "--api-processes", "0"], "api_processes"),
+        (["--no-auth", "--port", "9999", "--metrics-port", "9999"], "is the main port"),
         (["--no-auth", "--ray-address", "local"], "cannot run batch jobs on Ray"),
     ],
 )
@@ -157,6 +213,17 @@ def test_unsafe_combinations_are_refused_at_start(
     args = ["serve", "--model", str(REFERENCE_DIR), "--backend", "fake", "--api-processes", "2", *extra]
     assert main(args) == 2
     assert fragment in capsys.readouterr().err
+
+
+def test_a_metrics_port_in_use_is_refused_before_the_model_loads() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        out = cli("serve", *FAKE, "--port", str(free_port()), "--metrics-port", str(port))
+    assert out.returncode == 2, out.stderr
+    assert f"cannot listen on 127.0.0.1:{port} (--metrics-port)" in out.stderr
+    assert "engine" not in out.stderr  # nothing was started
 
 
 def test_with_keys_and_redis_a_key_s_rpm_holds_across_api_processes(tmp_path: Path) -> None:

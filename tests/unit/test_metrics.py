@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import urllib.error
 import urllib.request
 
@@ -27,7 +28,7 @@ from embedserve.metrics import (
     set_queue,
     track_queue,
 )
-from embedserve.metrics_port import serve_metrics_port
+from embedserve.metrics_port import serve_metrics_port, serve_metrics_socket
 
 
 def value(m: Metrics, name: str, labels: dict[str, str] | None = None) -> float:
@@ -203,6 +204,24 @@ def test_metrics_port_serves_the_same_registry_openly() -> None:
     finally:
         server.close()
     assert 'embedserve_tokens_total{key_id="key_1"} 7.0' in text
+
+
+def test_metrics_socket_serves_on_a_socket_bound_before() -> None:
+    """--api-processes: the parent binds the port, the engine process serves the registry on it."""
+    m = Metrics.create(process=False)
+    observe_usage(m, key_id="key_2", inputs=1, tokens=9, credits=1)
+    sock = socket.create_server(("127.0.0.1", 0))
+    server = serve_metrics_socket(m, sock)
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{server.port}/metrics", timeout=5) as resp:
+            text = resp.read().decode()
+        with pytest.raises(urllib.error.HTTPError) as err:
+            urllib.request.urlopen(f"http://127.0.0.1:{server.port}/", timeout=5)
+        err.value.close()
+    finally:
+        server.close()
+    assert 'embedserve_tokens_total{key_id="key_2"} 9.0' in text and err.value.code == 404
+    assert sock.fileno() == -1  # closed with the listener
 
 
 @pytest.mark.parametrize("path", ["/v1/embeddings", "/", "/admin/keys", "/metricsx"])

@@ -3,7 +3,9 @@ API processes over a ZeroMQ ROUTER socket (wire format: ``engine/ipc.py``).
 
 It tells its parent through a pipe when it is ready (the model facts and the tokenizer file the API processes need),
 or why it could not start. SIGINT is ignored (a terminal's Ctrl-C reaches every process; the parent drains the API
-processes first), SIGTERM stops it after the work in hand, and it leaves if its parent dies.
+processes first), SIGTERM stops it after the work in hand, and it leaves if its parent dies. With ``--metrics-port``
+it also serves the open metrics listener on the socket its parent bound (``OpenMetrics``): there is always exactly
+one engine process, and it is the one that knows the queue.
 """
 
 from __future__ import annotations
@@ -13,9 +15,11 @@ import functools
 import logging
 import os
 import signal
+import socket
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
@@ -28,7 +32,8 @@ from embedserve.engine.engine import Engine
 from embedserve.engine.scheduler import EmbedTiming
 from embedserve.errors import EmbedServeError, EngineError
 from embedserve.logs import configure_logging
-from embedserve.metrics import Metrics, batch_observer
+from embedserve.metrics import Metrics, batch_observer, set_model_info, track_queue
+from embedserve.metrics_port import MetricsServer, serve_metrics_socket
 from embedserve.rundir import RunDir
 from embedserve.settings import EngineSettings, LogFormat
 
@@ -48,8 +53,9 @@ def run_engine_process(
     shutdown_timeout: float,
     log_level: str,
     log_fmt: LogFormat,
+    metrics_sock: socket.socket | None = None,
 ) -> None:
-    """The process's target (spawned): serve until SIGTERM."""
+    """The process's target (spawned): serve until SIGTERM (and ``metrics_sock``, if given, as ``--metrics-port``)."""
     held = RunDir(Path(run_dir))
     held.hold()
     try:
@@ -57,8 +63,12 @@ def run_engine_process(
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         watch_parent(parent, grace=shutdown_timeout + ORPHAN_GRACE_S, before_exit=held.leave)
         # Its batch histograms go to the directory the API processes' /metrics read (metrics.py, shared mode).
-        engine = Engine(settings, on_batch=batch_observer(Metrics.create(process=False, shared=True)))
-        asyncio.run(serve_engine(engine, endpoint=endpoint, conn=conn, shutdown_timeout=shutdown_timeout))
+        metrics = Metrics.create(process=metrics_sock is not None, shared=True)
+        engine = Engine(settings, on_batch=batch_observer(metrics))
+        exposed = None if metrics_sock is None else OpenMetrics(metrics, metrics_sock)
+        asyncio.run(
+            serve_engine(engine, endpoint=endpoint, conn=conn, shutdown_timeout=shutdown_timeout, open_metrics=exposed)
+        )
     finally:
         held.leave()  # removes the server's directory if this is the last process out (the parent was killed)
 
@@ -80,8 +90,34 @@ def watch_parent(parent: int, *, grace: float, before_exit: Callable[[], object]
     threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
-async def serve_engine(engine: Engine, *, endpoint: str, conn: Connection, shutdown_timeout: float) -> None:
-    """Start ``engine``, say so on ``conn``, answer on ``endpoint`` until SIGTERM, then finish the work in hand."""
+@dataclass(frozen=True, slots=True)
+class OpenMetrics:
+    """``--metrics-port`` under ``--api-processes``: the engine process's shared registry and the listening socket."""
+
+    metrics: Metrics
+    sock: socket.socket
+
+    def serve(self, engine: Engine) -> MetricsServer:
+        """What an API process's /metrics renders (every process's counters and histograms, summed from the files),
+        with this process's own model info, queue gauges (read from the engine itself) and process_* metrics."""
+        info = engine.info
+        set_model_info(
+            self.metrics, model=info.name, backend=info.backend, dtype=info.dtype, device=info.device, dim=info.dim
+        )
+        track_queue(self.metrics, depth=lambda: engine.queue_depth, tokens=lambda: engine.queued_tokens)
+        return serve_metrics_socket(self.metrics, self.sock)
+
+
+async def serve_engine(
+    engine: Engine,
+    *,
+    endpoint: str,
+    conn: Connection,
+    shutdown_timeout: float,
+    open_metrics: OpenMetrics | None = None,
+) -> None:
+    """Start ``engine``, say so on ``conn``, answer on ``endpoint`` (and serve ``open_metrics``) until SIGTERM, then
+    finish the work in hand."""
     try:
         await engine.start()
     except EmbedServeError as exc:
@@ -94,6 +130,7 @@ async def serve_engine(engine: Engine, *, endpoint: str, conn: Connection, shutd
     for option in (zmq.SNDHWM, zmq.RCVHWM, zmq.LINGER):
         sock.setsockopt(option, 0)  # never drop a reply at a high-water mark
     sock.bind(endpoint)
+    listener = None if open_metrics is None else open_metrics.serve(engine)
     conn.send(("ready", engine.info, str(engine.tokenizer_path)))
     server = EngineServer(engine, sock)
     receiving = asyncio.create_task(server.receive())
@@ -101,6 +138,8 @@ async def serve_engine(engine: Engine, *, endpoint: str, conn: Connection, shutd
     receiving.cancel()
     await server.drain(timeout=shutdown_timeout)
     await engine.stop(timeout=shutdown_timeout)
+    if listener is not None:
+        listener.close()
     sock.close(linger=0)
     context.term()
     logger.info("engine process stopped")
