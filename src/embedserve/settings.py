@@ -75,7 +75,7 @@ class Settings(BaseSettings):
     header_timeout_seconds: float = Field(default=10.0, gt=0)
     body_timeout_seconds: float = Field(default=60.0, gt=0)
     max_connections: int | None = Field(default=None, ge=1)  # None: the file limit less 10% (at least 64)
-    metrics_port: int | None = None
+    metrics_port: int | None = Field(default=None, ge=0, le=65535)
     # >1: that many API processes feed one engine process (multiproc.py); 1: today's single process
     api_processes: int = Field(default=1, ge=1, le=64)
 

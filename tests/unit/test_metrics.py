@@ -10,6 +10,7 @@ import httpx
 import pytest
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
+from pydantic import ValidationError
 
 from embedserve import errors
 from embedserve.api.access_log import UNMATCHED_ROUTE, RequestRecord, request_observer, route_label
@@ -29,6 +30,7 @@ from embedserve.metrics import (
     track_queue,
 )
 from embedserve.metrics_port import serve_metrics_port, serve_metrics_socket
+from embedserve.settings import Settings
 
 
 def value(m: Metrics, name: str, labels: dict[str, str] | None = None) -> float:
@@ -255,3 +257,11 @@ def test_request_observer_counts_by_template_and_logs_without_text(caplog: pytes
         "request_id": "req_x", "key_id": "key_7", "method": "POST", "path": "/v1/embeddings", "status": 200,
         "inputs": 2, "tokens": 14, "duration_ms": 20.0, "queue_ms": 0.5,
     }  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("metrics_port", "port", "reason"), [(70000, 8000, "less than or equal to 65535"), (8000, 8000, "the main port")]
+)
+def test_a_metrics_port_out_of_range_or_on_the_main_port_is_refused(metrics_port: int, port: int, reason: str) -> None:
+    with pytest.raises(ValidationError, match=reason):
+        Settings(metrics_port=metrics_port, port=port)
