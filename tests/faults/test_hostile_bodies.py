@@ -1,7 +1,9 @@
-"""Oversized bodies, with and without a key, cost the server a bounded amount: ``/health`` keeps answering."""
+"""Oversized bodies, with and without a key, cost the server a bounded amount: ``/health`` keeps answering, and a big
+body whose client hung up frees its worker."""
 
 from __future__ import annotations
 
+import json
 import socket
 import time
 from pathlib import Path
@@ -9,6 +11,11 @@ from pathlib import Path
 import httpx
 
 from tests.faults.conftest import KeyedServer, benchmark_module, keyed_server_with
+
+# 15M token ids in one array (30 MB, under the 32 MiB limit): seconds of worker CPU in orjson and pydantic, then a
+# 400 (far over the context). A body of 100 texts (70 KB) decodes in milliseconds.
+SLOW_BODY = b'{"input":[' + b",".join([b"1"] * 15_000_000) + b"]}"
+QUICK_BODY = json.dumps({"input": ["word " * 140] * 100, "model": "BAAI/bge-large-en-v1.5"}).encode()
 
 
 def _raw_post(port: int, headers: str, *, timeout: float) -> bytes:
@@ -84,3 +91,35 @@ def test_body_workers_do_not_outlive_a_server_killed_with_sigkill(tmp_path: Path
         while time.monotonic() < deadline and any(_alive(w) for w in workers):
             time.sleep(0.2)
         assert not any(_alive(w) for w in workers), "body workers outlived their server"
+
+
+def _post_and_hang_up(port: int, secret: str, body: bytes, *, after: float) -> None:
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        head = (
+            f"POST /v1/embeddings HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {secret}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+        )
+        sock.sendall(head.encode() + body)
+        time.sleep(after)  # its body read, its decode under way
+
+
+def _timed_post(keyed: KeyedServer, body: bytes) -> tuple[httpx.Response, float]:
+    headers = {"authorization": f"Bearer {keyed.secret}", "content-type": "application/json"}
+    started = time.monotonic()
+    reply = httpx.post(f"{keyed.url}/v1/embeddings", content=body, headers=headers, timeout=120)
+    return reply, time.monotonic() - started
+
+
+def test_a_hung_up_decode_frees_the_only_body_worker_for_the_next_body(tmp_path: Path) -> None:
+    with keyed_server_with(tmp_path, {"EMBEDSERVE_BODY_WORKERS": "1"}) as keyed:
+        assert _timed_post(keyed, QUICK_BODY)[0].status_code == 200  # the worker is up
+        reply, full = _timed_post(keyed, SLOW_BODY)  # what the slow body costs when its client waits
+        assert reply.status_code == 400 and reply.json()["error"]["code"] == "context_length_exceeded", reply.text
+        _post_and_hang_up(keyed.server.port, keyed.secret, SLOW_BODY, after=1.5)
+        reply, after = _timed_post(keyed, QUICK_BODY)
+        print(f"\nslow body decoded in full: {full:.1f}s; the next body after its client hung up: {after:.1f}s")
+        assert reply.status_code == 200, reply.text
+        assert after < full / 4, f"the next body waited {after:.1f}s: the hung-up decode ({full:.1f}s) ran on"
+        log = keyed.server.log()
+        assert "killed a body decode" in log and " 499 " in log
+        assert "Traceback" not in log and " ERROR " not in log, log[-3000:]

@@ -5,6 +5,7 @@ read only once one of ``workers`` slots is free, then parsed, validated and norm
 oversized input is refused) that hands back the input compact (texts, or one int64 array of ids): parsing 30 MB of
 JSON holds the GIL for seconds and builds gigabytes of objects, which must happen neither on the event loop's
 interpreter nor in the server's memory. Tokenisation then runs in a thread (HF tokenizers releases the GIL).
+A client that hangs up meanwhile frees its worker: see ``KILL_AFTER_S``.
 """
 
 from __future__ import annotations
@@ -12,11 +13,10 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import multiprocessing
 import os
 import threading
 import time
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Future
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from typing import Any
@@ -28,6 +28,7 @@ from pydantic import ValidationError
 from starlette.requests import ClientDisconnect, Request
 
 from embedserve import errors
+from embedserve.api.body_workers import StoppableWorker, stop_requested
 from embedserve.api.protocol import EmbeddingRequest
 from embedserve.service import normalize_input
 
@@ -36,6 +37,11 @@ logger = logging.getLogger(__name__)
 SMALL_BODY_BYTES = 64 * 1024
 WORKER_NICENESS = 10
 PARENT_CHECK_SECONDS = 0.5
+# A hung-up client's decode that has run this long is ended by killing its worker (a new one is spawned for the next
+# body: 0.9 s of CPU). Most big bodies decode sooner and are left to finish (a 780 KB list of texts: 3 ms; a full
+# 2,048 x 512 token-id request, 7 MB: 0.2-0.3 s); the worst 32 MB ones take seconds, in single C calls (orjson,
+# pydantic) that no flag could interrupt. So a kill is spent only where it frees a worker sooner than waiting would.
+KILL_AFTER_S = 1.0
 _JSON_INVALID = [{"type": "json_invalid", "loc": ("body",), "msg": "JSON decode error"}]
 
 
@@ -80,9 +86,12 @@ def _exit_with_parent(parent: int) -> None:
 
 def _decode_in_worker(body: bytes) -> tuple[str, Any]:
     """("ok", (fields, input)) with the input normalised and compact (texts, or int64 ids and their lengths),
-    ("invalid", pydantic errors) or ("error", (class name, message)); never a multi-million-item list."""
+    ("invalid", pydantic errors), ("error", (class name, message)) or ("stopped", None) for a body nobody waits for
+    any more; never a multi-million-item list."""
     from embedserve.engine.memory import release_free_memory
 
+    if stop_requested():  # its client hung up before the worker got to it
+        return "stopped", None
     limits = _LIMITS["limits"]
     try:
         request = parse_request(body)
@@ -106,6 +115,7 @@ def _decode_in_worker(body: bytes) -> tuple[str, Any]:
         release_free_memory()
 
 
+# --- the server side ---------------------------------------------------------------------------------------------
 def _rebuild(result: tuple[str, Any]) -> tuple[EmbeddingRequest, list[str] | list[list[int]]]:
     kind, payload = result
     if kind == "invalid":
@@ -131,7 +141,25 @@ async def _body(request: Request) -> bytes:
         raise errors.ClientDisconnectedError("The client closed the connection before its body was read.") from None
 
 
-# --- the server side ---------------------------------------------------------------------------------------------
+async def wait_disconnect(request: Request) -> None:
+    """Return once the client has hung up; only for a request whose body has been read (the next message the server
+    sends is then the disconnect)."""
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            return
+
+
+async def _done_first(job: asyncio.Future[Any], request: Request) -> bool:
+    """Wait for ``job`` or the client's hang-up, whichever comes first: True if the job did."""
+    watcher = asyncio.ensure_future(wait_disconnect(request))
+    try:
+        await asyncio.wait({job, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watcher.cancel()
+    return job.done()
+
+
 @dataclass(frozen=True, slots=True)
 class InputLimits:
     """What a worker needs to judge an input without the model (picklable)."""
@@ -146,24 +174,15 @@ class BodyDecoder:
         self.workers = workers
         self._spec = spec
         self._slots = asyncio.Semaphore(workers)
-        self._pool: ProcessPoolExecutor | None = None
-
-    def _executor(self) -> ProcessPoolExecutor:
-        if self._pool is None:
-            assert self._spec is not None
-            spec = self._spec
-            self._pool = ProcessPoolExecutor(
-                max_workers=self.workers,
-                mp_context=multiprocessing.get_context("spawn"),  # never fork a process holding torch's threads
-                initializer=_init_worker,
-                initargs=(spec,),
-            )
-        return self._pool
+        self._idle: list[StoppableWorker | None] = [None] * workers  # one per slot, spawned on its first body
+        self._closed = False
 
     def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
-            self._pool = None
+        self._closed = True
+        for worker in self._idle:
+            if worker is not None:
+                worker.close()
+        self._idle = [None] * len(self._idle)
 
     async def decode(self, request: Request) -> tuple[EmbeddingRequest, list[str] | list[list[int]] | None]:
         length = request.headers.get("content-length", "")
@@ -173,7 +192,7 @@ class BodyDecoder:
             body = await _body(request)
             if len(body) <= SMALL_BODY_BYTES or self._spec is None or self.workers == 0:
                 return await asyncio.to_thread(parse_request, body), None
-            result = await self._in_worker(body)
+            result = await self._in_worker(body, client=request)
             del body
         request_model, decoded = await asyncio.to_thread(_rebuild, result)
         return request_model, decoded
@@ -186,12 +205,59 @@ class BodyDecoder:
             result = await self._in_worker(body)
         return await asyncio.to_thread(_rebuild, result)
 
-    async def _in_worker(self, body: bytes) -> tuple[str, Any]:
+    async def _in_worker(self, body: bytes, *, client: Request | None = None) -> tuple[str, Any]:
+        """Decode in the slot's worker (the caller holds a slot, so one is idle); a worker that died or was killed is
+        replaced by a new one on the slot's next body."""
+        assert self._spec is not None
+        worker = self._idle.pop() or StoppableWorker(initializer=_init_worker, initargs=(self._spec,))
         try:
-            return await asyncio.get_running_loop().run_in_executor(self._executor(), _decode_in_worker, body)
+            return await self._run(worker, body, client=client)
         except BrokenProcessPool:
-            logger.warning("a body-decoding worker died; starting new ones")
-            self.close()
+            logger.warning("a body-decoding worker died; starting a new one")
+            worker.close()
             raise errors.ServiceUnavailableError(
                 "The server could not decode this request body right now; retry.", headers={"Retry-After": "1"}
             ) from None
+        finally:
+            if self._closed:
+                worker.close()
+            self._idle.append(worker if worker.usable else None)
+
+    async def _run(self, worker: StoppableWorker, body: bytes, *, client: Request | None) -> tuple[str, Any]:
+        future = worker.submit(_decode_in_worker, body)
+        job = asyncio.wrap_future(future)
+        started = time.monotonic()
+        try:
+            if client is None or await _done_first(job, client):
+                return await job
+            await _abandon(worker, future, job, started=started)
+        except asyncio.CancelledError:  # the server gave up on it (its shutdown timeout ran out)
+            worker.stop(future)
+            if not future.done():
+                worker.kill()
+                job.cancel()  # its BrokenProcessPool is nobody's to read
+            raise
+        raise errors.ClientDisconnectedError("The client closed the connection while its body was being decoded.")
+
+
+async def _abandon(
+    worker: StoppableWorker, future: Future[tuple[str, Any]], job: asyncio.Future[tuple[str, Any]], *, started: float
+) -> None:
+    """The client hung up: a decode not begun is skipped, one running is left until ``KILL_AFTER_S`` from its start
+    to end, then killed. Returns once the worker is free or dead, so the slot is never handed on while it is busy."""
+    worker.stop(future)
+    if not worker.started:  # the process is still starting: it will skip the job
+        await asyncio.wait({job})
+    else:
+        await asyncio.wait({job}, timeout=max(0.0, started + KILL_AFTER_S - time.monotonic()))
+    if not job.done():
+        worker.kill()
+        job.cancel()  # its BrokenProcessPool is nobody's to read
+        seconds = time.monotonic() - started
+        logger.info("killed a body decode %.1f s in: its client hung up; the next body gets a new worker", seconds)
+        return
+    # Cancelled in the pool before its worker took it, or skipped by the worker.
+    if job.cancelled() or (job.exception() is None and job.result()[0] == "stopped"):
+        logger.debug("a body whose client hung up was dropped before its decode began")
+    elif isinstance(job.exception(), BrokenProcessPool):
+        worker.close()

@@ -14,7 +14,7 @@ from fastapi.responses import Response
 from embedserve import errors
 from embedserve.accounting.values import Principal
 from embedserve.api.access_log import current_record
-from embedserve.api.bodies import BodyDecoder
+from embedserve.api.bodies import BodyDecoder, wait_disconnect
 from embedserve.api.deps import get_engine, get_principal, get_service, request_id
 from embedserve.api.encoding import dumps, embedding_items
 from embedserve.api.headers import rate_limit_headers
@@ -37,7 +37,7 @@ async def _cancel_on_disconnect(request: Request, work: Awaitable[T]) -> T:
     Cancelled from outside (the shutdown timeout ran out) the work is cancelled too, and given a moment to refund,
     so a request that gets no result is never charged."""
     task = asyncio.ensure_future(work)
-    watcher = asyncio.ensure_future(_wait_disconnect(request))
+    watcher = asyncio.ensure_future(wait_disconnect(request))
     try:
         await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
     except BaseException:
@@ -51,14 +51,6 @@ async def _cancel_on_disconnect(request: Request, work: Awaitable[T]) -> T:
         await asyncio.wait({task}, timeout=_SETTLE_GRACE_S)
         raise errors.ClientDisconnectedError("The client closed the connection before the response was ready.")
     return await task
-
-
-async def _wait_disconnect(request: Request) -> None:
-    # The body has been read by now, so the next message the server sends is the disconnect.
-    while True:
-        message = await request.receive()
-        if message["type"] == "http.disconnect":
-            return
 
 
 def response_body(result: EmbedResult, *, encoding_format: str) -> dict[str, Any]:
