@@ -281,14 +281,16 @@ class Scheduler:
         done.add_done_callback(self._inflight.discard)
 
     def _steps(self, steps: Generator[None, None, Vector]) -> tuple[Vector | None, float, float]:
-        """On the inference thread: layers until the pass ends (its vectors) or online work waits (None)."""
+        """On the inference thread: layers until the pass ends (its vectors) or online work waits (None). At least
+        one layer per turn, so a job moves on between online passes even when they come back to back."""
         started = self._cfg.clock()
-        while not self._preempt.is_set():
+        while True:
             try:
                 next(steps)
             except StopIteration as done:
                 return done.value, started, self._cfg.clock()
-        return None, started, self._cfg.clock()
+            if self._preempt.is_set():
+                return None, started, self._cfg.clock()
 
     async def _finish_turn(self, work: asyncio.Future[tuple[Vector | None, float, float]], stepped: _Stepped) -> None:
         try:

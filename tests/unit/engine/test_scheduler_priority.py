@@ -189,3 +189,15 @@ async def test_stop_finishes_a_paused_bulk_pass() -> None:
     assert sched.preemptions == 1
     await sched.stop(timeout=10)
     assert [int(r[0]) for r in await asyncio.gather(*bulk)] == [100]
+
+
+async def test_a_bulk_pass_moves_at_least_one_layer_per_turn_even_with_online_work_waiting() -> None:
+    """Online requests back to back must not starve a job: each turn the bulk pass gets runs one layer at least."""
+    backend = SteppedBackend(layers=3)
+    sched = make_stepped(backend)
+    steps = backend.forward_steps(np.array([[5, 1]]), np.array([[1, 1]]))
+    sched._preempt.set()  # online work is already waiting when the turn starts
+    for layer in (1, 2, 3):
+        assert sched._steps(steps)[0] is None and len(backend.steps) == layer
+    vectors, _, _ = sched._steps(steps)  # the pass ends (its last step, after the last layer, is the pooling)
+    assert vectors is not None and [int(v[0]) for v in vectors] == [5]
