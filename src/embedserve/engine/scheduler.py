@@ -157,6 +157,8 @@ class Scheduler:
         self._bulk_in_flight = 0
         self._preempt = threading.Event()  # set while online work waits behind a bulk pass
         self._paused: _Stepped | None = None
+        self._online_in_flight = 0
+        self._stopped = False
         self.preemptions = 0
         steps = getattr(backend, "forward_steps", None) if config.preempt_bulk else None
         self._forward_steps: (
@@ -204,7 +206,7 @@ class Scheduler:
             self._pending.append(entry)
             futures.append(entry.future)
         self._queued_tokens += tokens
-        if priority is Priority.ONLINE and self._bulk_in_flight:
+        if priority is Priority.ONLINE and self._bulk_in_flight and not self._stopped:
             self._preempt.set()
         self._wakeup.set()
         return futures
@@ -247,7 +249,7 @@ class Scheduler:
                 await self._slots.acquire()
                 if batch := self._take_batch():
                     self._dispatch(batch)
-                elif self._paused is not None:  # no online input waits: the paused bulk pass goes on
+                elif self._paused is not None and not self._online_in_flight:  # no online work left: it goes on
                     paused, self._paused = self._paused, None
                     self._run_stepped(paused)
                 else:
@@ -259,6 +261,7 @@ class Scheduler:
         ids, mask = pad_batch([e.encoding for e in batch], pad_id=self._cfg.pad_id)
         bulk = batch[0].priority is Priority.BULK
         self._bulk_in_flight += bulk
+        self._online_in_flight += not bulk
         if bulk and self._forward_steps is not None:
             self._run_stepped(_Stepped(batch, self._forward_steps(ids, mask)))
             return
@@ -299,10 +302,20 @@ class Scheduler:
             self._fail(stepped.batch)
             self._end_pass(bulk=True)
             return
+        except BaseException:  # cancelled (shutdown): the slot and the bulk count go back, as a whole pass's do
+            self._end_pass(bulk=True)
+            raise
         stepped.started = started if stepped.started is None else stepped.started
         stepped.seconds += finished - started
         for timing in {id(e.timing): e.timing for e in stepped.batch if e.timing is not None}.values():
             timing.add_batch(started=started, finished=finished)
+        if vectors is None and self._stopped:  # paused as the scheduler stopped: nothing will resume it
+            stepped.steps.close()
+            for entry in stepped.batch:
+                if not entry.future.done():
+                    entry.future.set_exception(ServiceUnavailableError("The server shut down before this input ran."))
+            self._end_pass(bulk=True)
+            return
         if vectors is None:  # paused for online work: the loop resumes it once none waits
             self.preemptions += 1
             self._paused = stepped
@@ -344,6 +357,7 @@ class Scheduler:
         """A pass left the inference thread for good: its slot is free, and queued or paused work may go on."""
         self._slots.release()
         self._bulk_in_flight -= bulk
+        self._online_in_flight -= not bulk
         if self._pending or self._paused is not None:
             self._wakeup.set()  # bulk work waits for a free engine, not only for new arrivals
 
@@ -378,6 +392,8 @@ class Scheduler:
             if deadline is not None and time.monotonic() >= deadline:
                 break
             await asyncio.sleep(0.01)
+        self._stopped = True  # a bulk turn still running now finishes its pass instead of pausing (none to resume it)
+        self._preempt.clear()
         if self._paused is not None:
             self._pending.extend(self._paused.batch)
             self._paused.steps.close()

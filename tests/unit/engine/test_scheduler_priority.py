@@ -5,13 +5,15 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Callable, Generator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 import pytest
 
-from embedserve.engine.scheduler import Priority, Scheduler, SchedulerConfig
+from embedserve.engine.scheduler import Priority, Scheduler, SchedulerConfig, inference_executor
+from embedserve.errors import ServiceUnavailableError
 from tests.unit.engine.test_scheduler import RecordingBackend, enc, make
 
 
@@ -97,7 +99,7 @@ class SteppedBackend(RecordingBackend):
         return ids[:, :1].astype(np.float32)
 
 
-def make_stepped(backend: SteppedBackend, **overrides: int) -> Scheduler:
+def make_stepped(backend: SteppedBackend, executor: ThreadPoolExecutor | None = None, **overrides: int) -> Scheduler:
     cfg: dict[str, Any] = {
         "pad_id": 0,
         "max_batch_tokens": 8,
@@ -105,7 +107,8 @@ def make_stepped(backend: SteppedBackend, **overrides: int) -> Scheduler:
         "max_queued_tokens": 10_000,
         "in_flight": 1,  # the CPU default, where pre-emption is on
     }
-    return Scheduler(backend, SchedulerConfig(clock=lambda: 100.0, preempt_bulk=True, **{**cfg, **overrides}))
+    config = SchedulerConfig(clock=lambda: 100.0, preempt_bulk=True, **{**cfg, **overrides})
+    return Scheduler(backend, config, executor=executor)
 
 
 async def wait_for(condition: Callable[[], bool]) -> None:
@@ -175,20 +178,66 @@ async def test_a_paused_bulk_pass_whose_callers_left_is_dropped_and_work_goes_on
     await sched.stop()
 
 
-async def test_stop_finishes_a_paused_bulk_pass() -> None:
-    backend = SteppedBackend(layers=3)
-    sched = make_stepped(backend)
-    sched.start()
+async def pause_bulk_behind_a_held_online_pass(backend: SteppedBackend, sched: Scheduler) -> list[Any]:
+    """A bulk pass paused after one layer, and an online pass held on the inference thread (``backend.gate``)."""
+    backend.gate.clear()
     backend.hold()
     bulk = sched.submit([enc(4, tag=100)], priority=Priority.BULK)
     backend.allow(1)
     await wait_for(lambda: len(backend.steps) == 1)
-    online = sched.submit([enc(3, tag=1)])
+    sched.submit([enc(3, tag=1)])
     backend.allow()
-    await asyncio.gather(*online)
-    assert sched.preemptions == 1
-    await sched.stop(timeout=10)
+    await backend.running()
+    assert sched._paused is not None
+    return bulk
+
+
+async def test_stop_finishes_a_paused_bulk_pass() -> None:
+    backend = SteppedBackend(layers=3)
+    sched = make_stepped(backend)
+    sched.start()
+    bulk = await pause_bulk_behind_a_held_online_pass(backend, sched)
+    stopping = asyncio.ensure_future(sched.stop(timeout=10))
+    await asyncio.sleep(0.05)
+    backend.gate.set()  # the online pass ends; the paused bulk pass resumes and finishes within the timeout
+    await stopping
     assert [int(r[0]) for r in await asyncio.gather(*bulk)] == [100]
+    assert backend.steps == [[4]] * 3
+
+
+async def test_stop_at_its_deadline_fails_a_paused_bulk_pass_instead_of_leaving_it_hanging() -> None:
+    backend = SteppedBackend(layers=3)
+    executor = inference_executor()  # the engine's own, kept past stop() as the engine keeps it
+    sched = make_stepped(backend, executor)
+    sched.start()
+    bulk = await pause_bulk_behind_a_held_online_pass(backend, sched)
+    await sched.stop(timeout=0.1)  # the online pass is still held: the deadline passes with the bulk pass paused
+    with pytest.raises(ServiceUnavailableError):
+        await bulk[0]
+    assert backend.closed == 1
+    backend.gate.set()
+    executor.shutdown(wait=True)
+
+
+async def test_stop_at_its_deadline_leaves_no_bulk_caller_waiting_when_a_turn_was_running() -> None:
+    backend = SteppedBackend(layers=3)
+    executor = inference_executor()  # the engine's own, kept past stop() as the engine keeps it
+    sched = make_stepped(backend, executor)
+    sched.start()
+    backend.hold()
+    bulk = sched.submit([enc(4, tag=100)], priority=Priority.BULK)
+    backend.allow(1)
+    await wait_for(lambda: len(backend.steps) == 1)  # a turn is on the inference thread, waiting for layer 2
+    online = sched.submit([enc(3, tag=1)])  # asks the turn to pause
+    await sched.stop(timeout=0.1)  # the deadline passes with the turn still running
+    backend.allow()
+    await wait_for(lambda: bulk[0].done())
+    with pytest.raises(ServiceUnavailableError):
+        await online[0]
+    # Told to stop, the turn finishes its pass rather than pause where nothing would resume it.
+    assert [int(r[0]) for r in await asyncio.gather(*bulk)] == [100]
+    assert sched._paused is None
+    executor.shutdown(wait=True)
 
 
 async def test_a_bulk_pass_moves_at_least_one_layer_per_turn_even_with_online_work_waiting() -> None:

@@ -63,8 +63,11 @@ async def test_an_online_request_overtakes_a_running_batch_job_pass(minilm_model
 
         job = asyncio.create_task(run("bulk", bulk.encodings, Priority.BULK))
         scheduler = engine._require_scheduler()
-        while not scheduler._bulk_in_flight:  # the bulk pass (seconds on 2 cores) is on the inference thread
+        for _ in range(1000):  # until the bulk pass (seconds on 2 cores) is on the inference thread
+            if scheduler._bulk_in_flight:
+                break
             await asyncio.sleep(0.01)
+        assert scheduler._bulk_in_flight, "the bulk pass never started"
         await run("online", online.encodings, Priority.ONLINE)
         await job
         assert order == ["online", "bulk"]
