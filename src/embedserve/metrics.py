@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Literal, Protocol
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -36,6 +36,7 @@ SHARED_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
 _OWN_FAMILIES = frozenset({"embedserve_queue_depth", "embedserve_queued_tokens"})
 
 ANONYMOUS_KEY = "anonymous"  # the key_id label when auth is off
+ABANDONED_HOW = ("skipped", "killed")  # the how label of embedserve_body_decodes_abandoned
 
 # Latencies: a request spans ~2 ms (one short text, small model) to tens of seconds (a full batch).
 REQUEST_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
@@ -66,6 +67,7 @@ class Metrics:
     errors: Counter
     model: Info
     ray_lines: Counter
+    body_decodes_abandoned: Counter
 
     @classmethod
     def create(cls, *, process: bool = True, shared: bool = False) -> Metrics:
@@ -144,7 +146,25 @@ class Metrics:
                 ["node"],
                 registry=r,
             ),
+            body_decodes_abandoned=_zeroed(
+                Counter(
+                    "embedserve_body_decodes_abandoned",
+                    "Big-body decodes given up because their client hung up, by how: skipped (not yet begun) "
+                    "or killed (running for over a second, with its worker process).",
+                    ["how"],
+                    registry=summable,
+                ),
+                label="how",
+                values=ABANDONED_HOW,
+            ),
         )
+
+
+def _zeroed(counter: Counter, *, label: str, values: Iterable[str]) -> Counter:
+    """Every series of a rare event's counter, at 0 from the start: a rate or an alert sees its first increment."""
+    for value in values:
+        counter.labels(**{label: value})
+    return counter
 
 
 def shared_dir() -> str:
@@ -247,6 +267,12 @@ def batch_observer(metrics: Metrics) -> Callable[[BatchReport], None]:
 def observe_ray_lines(metrics: Metrics, *, node: str, lines: int) -> None:
     """``serve --ray-address``, once per chunk and node: the job lines that node's actors embedded."""
     metrics.ray_lines.labels(node=node).inc(lines)
+
+
+def observe_abandoned_decode(metrics: Metrics, *, how: Literal["skipped", "killed"]) -> None:
+    """api/bodies.py, once per big body whose client hung up before its decode ended: ``how`` is ``skipped`` (it
+    never began) or ``killed`` (its worker was killed); a decode left to finish is not counted."""
+    metrics.body_decodes_abandoned.labels(how=how).inc()
 
 
 def set_queue(metrics: Metrics, *, depth: int, tokens: int) -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.faults.conftest import KeyedServer, benchmark_module, keyed_server_with
+from tests.faults.conftest import ADMIN_KEY, KeyedServer, benchmark_module, keyed_server_with
 
 # 15M token ids in one array (30 MB, under the 32 MiB limit): seconds of worker CPU in orjson and pydantic, then a
 # 400 (far over the context). A body of 100 texts (70 KB) decodes in milliseconds.
@@ -122,4 +122,6 @@ def test_a_hung_up_decode_frees_the_only_body_worker_for_the_next_body(tmp_path:
         assert after < full / 4, f"the next body waited {after:.1f}s: the hung-up decode ({full:.1f}s) ran on"
         log = keyed.server.log()
         assert "killed a body decode" in log and " 499 " in log
+        scrape = httpx.get(f"{keyed.url}/metrics", headers={"authorization": f"Bearer {ADMIN_KEY}"}, timeout=30)
+        assert 'embedserve_body_decodes_abandoned_total{how="killed"} 1.0' in scrape.text, scrape.text
         assert "Traceback" not in log and " ERROR " not in log, log[-3000:]

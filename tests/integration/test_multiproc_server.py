@@ -107,6 +107,7 @@ def test_metrics_show_the_engine_s_batches_and_every_api_process_s_requests(tmp_
         assert _get(s, "embedserve_requests_total", route="/v1/embeddings", status="200") == 6  # both processes'
         assert _get(s, "embedserve_tokens_total", key_id="anonymous") == tokens
         assert _get(s, "embedserve_tokenization_duration_seconds_count") == 6
+        assert ("embedserve_body_decodes_abandoned_total", frozenset({("how", "killed")})) in s  # summed, at 0
         assert 'embedserve_model_info{backend="fake"' in scrape.text and "process_cpu_seconds_total" in scrape.text
     timed = re.findall(r"POST /v1/embeddings 200 .*queue_ms=[0-9.]+ inference_ms=[0-9.]+", log)
     assert len(timed) == 6, log[-3000:]

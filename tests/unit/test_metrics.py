@@ -17,6 +17,7 @@ from embedserve.api.access_log import UNMATCHED_ROUTE, RequestRecord, request_ob
 from embedserve.api.routes.metrics import router
 from embedserve.metrics import (
     Metrics,
+    observe_abandoned_decode,
     observe_batch,
     observe_error,
     observe_queue_wait,
@@ -133,6 +134,17 @@ def test_batch_lines_on_ray_are_counted_by_node() -> None:
     assert value(m, "embedserve_batch_lines_on_ray_total", {"node": "b2"}) == 1
 
 
+def test_abandoned_body_decodes_are_counted_by_how_from_zero() -> None:
+    m = Metrics.create()
+    for how in ("skipped", "killed"):  # both series exist before the first hang-up, so a rate sees its first one
+        assert value(m, "embedserve_body_decodes_abandoned_total", {"how": how}) == 0
+    observe_abandoned_decode(m, how="killed")
+    observe_abandoned_decode(m, how="skipped")
+    observe_abandoned_decode(m, how="skipped")
+    assert value(m, "embedserve_body_decodes_abandoned_total", {"how": "killed"}) == 1
+    assert value(m, "embedserve_body_decodes_abandoned_total", {"how": "skipped"}) == 2
+
+
 def test_render_exposes_every_metric_with_the_embedserve_prefix() -> None:
     m = Metrics.create()
     set_model_info(m, model="bge", backend="torch", dtype="float32", device="cpu", dim=1024)
@@ -147,6 +159,7 @@ def test_render_exposes_every_metric_with_the_embedserve_prefix() -> None:
         "embedserve_inference_duration_seconds", "embedserve_batch_size", "embedserve_batch_tokens",
         "embedserve_queue_depth", "embedserve_queued_tokens", "embedserve_tokens", "embedserve_credits",
         "embedserve_inputs", "embedserve_errors", "embedserve_model_info", "embedserve_batch_lines_on_ray",
+        "embedserve_body_decodes_abandoned",
     }  # fmt: skip
     assert 'embedserve_model_info{backend="torch",device="cpu",dim="1024"' in text
     assert "process_cpu_seconds_total" in text

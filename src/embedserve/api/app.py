@@ -89,7 +89,9 @@ def create_app(
         set_model_info(
             metrics, model=info.name, backend=info.backend, dtype=info.dtype, device=info.device, dim=info.dim
         )
-        app.state.body_decoder = BodyDecoder(workers=settings.body_workers, spec=_input_limits(engine, settings))
+        app.state.body_decoder = BodyDecoder(
+            workers=settings.body_workers, spec=_input_limits(engine, settings), metrics=metrics
+        )
         try:
             yield
         finally:

@@ -5,7 +5,8 @@ read only once one of ``workers`` slots is free, then parsed, validated and norm
 oversized input is refused) that hands back the input compact (texts, or one int64 array of ids): parsing 30 MB of
 JSON holds the GIL for seconds and builds gigabytes of objects, which must happen neither on the event loop's
 interpreter nor in the server's memory. Tokenisation then runs in a thread (HF tokenizers releases the GIL).
-A client that hangs up meanwhile frees its worker: see ``KILL_AFTER_S``.
+A client that hangs up meanwhile frees its worker: see ``KILL_AFTER_S``; a worker killed (or dead) is replaced at
+once, so the slot's next body finds a process already up.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import time
 from concurrent.futures import Future
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import orjson
@@ -30,6 +31,7 @@ from starlette.requests import ClientDisconnect, Request
 from embedserve import errors
 from embedserve.api.body_workers import StoppableWorker, stop_requested
 from embedserve.api.protocol import EmbeddingRequest
+from embedserve.metrics import Metrics, observe_abandoned_decode
 from embedserve.service import normalize_input
 
 logger = logging.getLogger(__name__)
@@ -37,8 +39,8 @@ logger = logging.getLogger(__name__)
 SMALL_BODY_BYTES = 64 * 1024
 WORKER_NICENESS = 10
 PARENT_CHECK_SECONDS = 0.5
-# A hung-up client's decode that has run this long is ended by killing its worker (a new one is spawned for the next
-# body: 0.9 s of CPU). Most big bodies decode sooner and are left to finish (a 780 KB list of texts: 3 ms; a full
+# A hung-up client's decode that has run this long is ended by killing its worker (a new one is spawned in its place:
+# 0.9 s of CPU). Most big bodies decode sooner and are left to finish (a 780 KB list of texts: 3 ms; a full
 # 2,048 x 512 token-id request, 7 MB: 0.2-0.3 s); the worst 32 MB ones take seconds, in single C calls (orjson,
 # pydantic) that no flag could interrupt. So a kill is spent only where it frees a worker sooner than waiting would.
 KILL_AFTER_S = 1.0
@@ -170,18 +172,24 @@ class InputLimits:
 
 
 class BodyDecoder:
-    def __init__(self, *, workers: int, spec: InputLimits | None) -> None:
+    def __init__(self, *, workers: int, spec: InputLimits | None, metrics: Metrics | None = None) -> None:
         self.workers = workers
         self._spec = spec
+        self._metrics = metrics
         self._slots = asyncio.Semaphore(workers)
-        self._idle: list[StoppableWorker | None] = [None] * workers  # one per slot, spawned on its first body
+        # One per slot: spawned on its first body, and again as soon as it is killed or dies.
+        self._idle: list[StoppableWorker | None] = [None] * workers
         self._closed = False
 
     def close(self) -> None:
         self._closed = True
         for worker in self._idle:
-            if worker is not None:
+            if worker is None:
+                continue
+            if worker.started:
                 worker.close()
+            else:  # a replacement still starting: it holds no job, and would spend a second of CPU getting up
+                worker.kill()
         self._idle = [None] * len(self._idle)
 
     async def decode(self, request: Request) -> tuple[EmbeddingRequest, list[str] | list[list[int]] | None]:
@@ -206,10 +214,11 @@ class BodyDecoder:
         return await asyncio.to_thread(_rebuild, result)
 
     async def _in_worker(self, body: bytes, *, client: Request | None = None) -> tuple[str, Any]:
-        """Decode in the slot's worker (the caller holds a slot, so one is idle); a worker that died or was killed is
-        replaced by a new one on the slot's next body."""
-        assert self._spec is not None
-        worker = self._idle.pop() or StoppableWorker(initializer=_init_worker, initargs=(self._spec,))
+        """Decode in the slot's worker (the caller holds a slot, so one is idle). A worker that died or was killed is
+        replaced before the slot is handed on (by then the old one is dead): the new one starts in the background,
+        and the slot's next body waits only for what is left of its start."""
+        worker = self._idle.pop() or self._new_worker()
+        replace = True
         try:
             return await self._run(worker, body, client=client)
         except BrokenProcessPool:
@@ -218,10 +227,20 @@ class BodyDecoder:
             raise errors.ServiceUnavailableError(
                 "The server could not decode this request body right now; retry.", headers={"Retry-After": "1"}
             ) from None
+        except asyncio.CancelledError:
+            replace = False  # the server is shutting down: no new process for it
+            raise
         finally:
             if self._closed:
                 worker.close()
+            elif not worker.usable and replace:
+                worker = self._new_worker()
             self._idle.append(worker if worker.usable else None)
+
+    def _new_worker(self) -> StoppableWorker:
+        """A worker for a slot, its process spawned now (milliseconds here; its start-up runs on)."""
+        assert self._spec is not None
+        return StoppableWorker(initializer=_init_worker, initargs=(self._spec,))
 
     async def _run(self, worker: StoppableWorker, body: bytes, *, client: Request | None) -> tuple[str, Any]:
         future = worker.submit(_decode_in_worker, body)
@@ -230,7 +249,9 @@ class BodyDecoder:
         try:
             if client is None or await _done_first(job, client):
                 return await job
-            await _abandon(worker, future, job, started=started)
+            how = await _abandon(worker, future, job, started=started)
+            if how is not None and self._metrics is not None:
+                observe_abandoned_decode(self._metrics, how=how)
         except asyncio.CancelledError:  # the server gave up on it (its shutdown timeout ran out)
             worker.stop(future)
             if not future.done():
@@ -242,9 +263,10 @@ class BodyDecoder:
 
 async def _abandon(
     worker: StoppableWorker, future: Future[tuple[str, Any]], job: asyncio.Future[tuple[str, Any]], *, started: float
-) -> None:
+) -> Literal["skipped", "killed"] | None:
     """The client hung up: a decode not begun is skipped, one running is left until ``KILL_AFTER_S`` from its start
-    to end, then killed. Returns once the worker is free or dead, so the slot is never handed on while it is busy."""
+    to end, then killed. Returns once the worker is free or dead, so the slot is never handed on while it is busy:
+    how the decode was given up, or None if it ended by itself (it finished, or its worker died)."""
     worker.stop(future)
     if not worker.started:  # the process is still starting: it will skip the job
         await asyncio.wait({job})
@@ -254,10 +276,12 @@ async def _abandon(
         worker.kill()
         job.cancel()  # its BrokenProcessPool is nobody's to read
         seconds = time.monotonic() - started
-        logger.info("killed a body decode %.1f s in: its client hung up; the next body gets a new worker", seconds)
-        return
+        logger.info("killed a body decode %.1f s in: its client hung up; a new worker is starting", seconds)
+        return "killed"
     # Cancelled in the pool before its worker took it, or skipped by the worker.
     if job.cancelled() or (job.exception() is None and job.result()[0] == "stopped"):
         logger.debug("a body whose client hung up was dropped before its decode began")
-    elif isinstance(job.exception(), BrokenProcessPool):
+        return "skipped"
+    if isinstance(job.exception(), BrokenProcessPool):
         worker.close()
+    return None

@@ -4,11 +4,9 @@ client's decode, as killing a worker of a shared pool would (the whole pool brea
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import multiprocessing
 import os
-import signal
 from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor
 from typing import Any, TypeVar
@@ -41,6 +39,8 @@ class StoppableWorker:
             max_workers=1, mp_context=context, initializer=_init, initargs=(self._stop, initializer, initargs)
         )
         self._pid = self._pool.submit(os.getpid)  # starts the process; done once it is up and taking jobs
+        # That submit spawned the pool's one process: kept so that it can be killed before it is up (no pid yet).
+        self._process = next(iter(self._pool._processes.values()))
         self.usable = True
 
     @property
@@ -59,10 +59,9 @@ class StoppableWorker:
         job.cancel()
 
     def kill(self) -> None:
-        """End the process now, whatever it runs (SIGKILL: a C call cannot be interrupted otherwise)."""
-        if self.started:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(self._pid.result(), signal.SIGKILL)
+        """End the process now, whatever it runs, or while it is still starting (SIGKILL: a C call cannot be
+        interrupted otherwise)."""
+        self._process.kill()
         self.close()
 
     def close(self) -> None:
