@@ -209,31 +209,52 @@ def _dataset(
 
 
 def _within(timeout: float, batches: Iterator[Any]) -> Iterator[Any]:
-    """``batches``, but an error instead of a silent hang when none arrives for ``timeout`` seconds."""
+    """``batches``, but an error instead of a silent hang when none arrives for ``timeout`` seconds. When the caller
+    stops early (an error while writing, a stall, or it simply stops iterating), ``batches`` is closed, so Ray Data
+    shuts its pipeline (and the actor pool) down instead of leaving it running in a driver that stays attached."""
     box: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=2)
+    stop = threading.Event()
+
+    def hand(message: tuple[str, Any]) -> bool:
+        while not stop.is_set():
+            try:
+                box.put(message, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
 
     def pump() -> None:
         try:
             for batch in batches:
-                box.put(("batch", batch))
-            box.put(("done", None))
+                if not hand(("batch", batch)):
+                    break
+            else:
+                hand(("done", None))
         except BaseException as exc:  # handed to the driver thread
-            box.put(("error", exc))
+            hand(("error", exc))
+        finally:
+            close = getattr(batches, "close", None)
+            if close is not None:
+                close()  # in this thread, the one that iterated it
 
     threading.Thread(target=pump, name="ray-batches", daemon=True).start()
-    while True:
-        try:
-            kind, item = box.get(timeout=timeout)
-        except queue.Empty:
-            raise EngineError(
-                f"No progress on Ray for {timeout:.0f} s: the actor pool may hold every CPU the read stage needs, "
-                "or no node can place an actor (see `ray status`)."
-            ) from None
-        if kind == "done":
-            return
-        if kind == "error":
-            raise _user_error(item)
-        yield item
+    try:
+        while True:
+            try:
+                kind, item = box.get(timeout=timeout)
+            except queue.Empty:
+                raise EngineError(
+                    f"No progress on Ray for {timeout:.0f} s: the actor pool may hold every CPU the read stage "
+                    "needs, or no node can place an actor (see `ray status`)."
+                ) from None
+            if kind == "done":
+                return
+            if kind == "error":
+                raise _user_error(item)
+            yield item
+    finally:
+        stop.set()
 
 
 def _user_error(exc: BaseException) -> BaseException:

@@ -186,6 +186,30 @@ def test_a_run_that_stops_progressing_fails_instead_of_hanging() -> None:
     assert got == [1]
 
 
+@pytest.mark.parametrize("how", ["the writer fails", "a stall"])
+def test_a_run_that_ends_early_closes_the_ray_iterator(how: str) -> None:
+    """The driver stopping (its writer raised, or no batch came in time) must close Ray Data's iterator, or a driver
+    that stays attached (a server, a library caller) keeps the pipeline and its actor pool running."""
+    closed = threading.Event()
+    release = threading.Event()
+
+    def batches() -> Iterator[int]:
+        try:
+            for i in range(1000):
+                if how == "a stall" and i == 1:
+                    release.wait(timeout=10)  # stuck inside Ray until it next yields
+                yield i
+        finally:
+            closed.set()
+
+    with pytest.raises(RuntimeError if how == "the writer fails" else EngineError):
+        for item in ray_runner._within(0.5, batches()):
+            if how == "the writer fails" and item == 1:
+                raise RuntimeError("disk full")
+    release.set()
+    assert closed.wait(timeout=5), "the Ray iterator was left open"
+
+
 def test_a_bad_input_line_inside_a_ray_failure_is_reported_as_itself() -> None:
     bad = InvalidRequestError("b.jsonl: Line 3 is not valid JSON.")
     wrapped = RuntimeError("task failed")
