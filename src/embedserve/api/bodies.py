@@ -44,6 +44,8 @@ PARENT_CHECK_SECONDS = 0.5
 # 2,048 x 512 token-id request, 7 MB: 0.2-0.3 s); the worst 32 MB ones take seconds, in single C calls (orjson,
 # pydantic) that no flag could interrupt. So a kill is spent only where it frees a worker sooner than waiting would.
 KILL_AFTER_S = 1.0
+# A worker not up this long after it was spawned (normally ~0.9 s) is taken for hung, when a hung-up client waits on it.
+START_LIMIT_S = 15.0
 _JSON_INVALID = [{"type": "json_invalid", "loc": ("body",), "msg": "JSON decode error"}]
 
 
@@ -71,11 +73,13 @@ def parse_request(body: bytes) -> EmbeddingRequest:
 _LIMITS: dict[str, InputLimits] = {}
 
 
-def _init_worker(limits: InputLimits) -> None:
+def _init_worker(limits: InputLimits, server: int) -> None:
+    """``server``: the pid of the server that spawned this worker, passed in rather than read here, since a server
+    killed during the worker's second of imports would leave it re-parented already (``getppid`` then names init)."""
     # Below the server's priority: on a busy host the event loop (health checks, small requests) runs first.
     os.nice(WORKER_NICENESS)
     _LIMITS["limits"] = limits
-    threading.Thread(target=_exit_with_parent, args=(os.getppid(),), name="parent-watch", daemon=True).start()
+    threading.Thread(target=_exit_with_parent, args=(server,), name="parent-watch", daemon=True).start()
 
 
 def _exit_with_parent(parent: int) -> None:
@@ -217,30 +221,46 @@ class BodyDecoder:
         """Decode in the slot's worker (the caller holds a slot, so one is idle). A worker that died or was killed is
         replaced before the slot is handed on (by then the old one is dead): the new one starts in the background,
         and the slot's next body waits only for what is left of its start."""
-        worker = self._idle.pop() or self._new_worker()
+        worker: StoppableWorker | None = None
         replace = True
         try:
+            worker = self._idle.pop() or self._new_worker()
             return await self._run(worker, body, client=client)
         except BrokenProcessPool:
             logger.warning("a body-decoding worker died; starting a new one")
+            assert worker is not None
             worker.close()
-            raise errors.ServiceUnavailableError(
-                "The server could not decode this request body right now; retry.", headers={"Retry-After": "1"}
-            ) from None
+            raise _unavailable() from None
         except asyncio.CancelledError:
             replace = False  # the server is shutting down: no new process for it
             raise
         finally:
-            if self._closed:
-                worker.close()
-            elif not worker.usable and replace:
-                worker = self._new_worker()
-            self._idle.append(worker if worker.usable else None)
+            self._idle.append(self._next_for_slot(worker, replace=replace))  # the slot always gets its place back
+
+    def _next_for_slot(self, worker: StoppableWorker | None, *, replace: bool) -> StoppableWorker | None:
+        """What the slot keeps after a body: its worker if usable, else (unless shutting down) a new one starting,
+        else None (the slot's next body spawns one)."""
+        if worker is not None and self._closed:
+            worker.close()
+            return None
+        if worker is not None and worker.usable:
+            return worker
+        if worker is None or not replace or self._closed:
+            return None
+        try:
+            return self._new_worker()
+        except errors.ServiceUnavailableError:
+            return None
 
     def _new_worker(self) -> StoppableWorker:
-        """A worker for a slot, its process spawned now (milliseconds here; its start-up runs on)."""
+        """A worker for a slot, its process spawned now (milliseconds here; its start-up runs on). A spawn the system
+        refuses (no processes or file descriptors left) is a 503 for this body, not a broken slot."""
         assert self._spec is not None
-        return StoppableWorker(initializer=_init_worker, initargs=(self._spec,))
+        try:
+            return StoppableWorker(initializer=_init_worker, initargs=(self._spec, os.getpid()))
+        except Exception:
+            logger.exception("could not start a body-decoding worker")
+            raise _unavailable() from None
 
     async def _run(self, worker: StoppableWorker, body: bytes, *, client: Request | None) -> tuple[str, Any]:
         future = worker.submit(_decode_in_worker, body)
@@ -261,17 +281,26 @@ class BodyDecoder:
         raise errors.ClientDisconnectedError("The client closed the connection while its body was being decoded.")
 
 
+def _unavailable() -> errors.ServiceUnavailableError:
+    return errors.ServiceUnavailableError(
+        "The server could not decode this request body right now; retry.", headers={"Retry-After": "1"}
+    )
+
+
 async def _abandon(
     worker: StoppableWorker, future: Future[tuple[str, Any]], job: asyncio.Future[tuple[str, Any]], *, started: float
 ) -> Literal["skipped", "killed"] | None:
-    """The client hung up: a decode not begun is skipped, one running is left until ``KILL_AFTER_S`` from its start
-    to end, then killed. Returns once the worker is free or dead, so the slot is never handed on while it is busy:
-    how the decode was given up, or None if it ended by itself (it finished, or its worker died)."""
+    """The client hung up: a decode not begun is skipped, one running is left until ``KILL_AFTER_S`` from when it
+    could begin (submitted, and its worker up) to end, then killed; a worker not up within ``START_LIMIT_S`` is
+    killed too. Returns once the worker is free or dead, so the slot is never handed on while it is busy: how the
+    decode was given up, or None if it ended by itself (it finished, or its worker died)."""
     worker.stop(future)
-    if not worker.started:  # the process is still starting: it will skip the job
-        await asyncio.wait({job})
-    else:
-        await asyncio.wait({job}, timeout=max(0.0, started + KILL_AFTER_S - time.monotonic()))
+    give_up = time.monotonic() + START_LIMIT_S
+    while not job.done() and not worker.started and time.monotonic() < give_up:  # still starting: it will skip it
+        await asyncio.wait({job}, timeout=0.05)
+    if not job.done() and worker.started:
+        began = max(started, min(worker.up_at, time.monotonic()))  # up_at lands just after started turns True
+        await asyncio.wait({job}, timeout=max(0.0, began + KILL_AFTER_S - time.monotonic()))
     if not job.done():
         worker.kill()
         job.cancel()  # its BrokenProcessPool is nobody's to read

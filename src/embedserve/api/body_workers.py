@@ -5,8 +5,10 @@ client's decode, as killing a worker of a shared pool would (the whole pool brea
 from __future__ import annotations
 
 import ctypes
+import math
 import multiprocessing
 import os
+import time
 from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor
 from typing import Any, TypeVar
@@ -39,9 +41,14 @@ class StoppableWorker:
             max_workers=1, mp_context=context, initializer=_init, initargs=(self._stop, initializer, initargs)
         )
         self._pid = self._pool.submit(os.getpid)  # starts the process; done once it is up and taking jobs
+        self.up_at = math.inf  # when it was (time.monotonic)
+        self._pid.add_done_callback(self._came_up)
         # That submit spawned the pool's one process: kept so that it can be killed before it is up (no pid yet).
         self._process = next(iter(self._pool._processes.values()))
         self.usable = True
+
+    def _came_up(self, pid: Future[int]) -> None:
+        self.up_at = time.monotonic()
 
     @property
     def started(self) -> bool:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import time
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
@@ -16,6 +17,7 @@ from starlette.requests import Request
 from embedserve import errors
 from embedserve.api import bodies
 from embedserve.api.bodies import BodyDecoder, InputLimits
+from embedserve.api.body_workers import StoppableWorker
 from embedserve.metrics import Metrics
 
 LIMITS = InputLimits(max_inputs=2048, max_chars=51_200, auto_truncate=False)
@@ -116,3 +118,42 @@ async def test_close_kills_a_replacement_worker_still_starting(monkeypatch: pyte
     with pytest.raises(BrokenProcessPool):
         await asyncio.wait_for(asyncio.wrap_future(replacement._pid), timeout=30)
     assert not replacement.started
+
+
+async def test_a_worker_spawn_the_system_refuses_is_a_503_and_the_slot_works_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    decoder = BodyDecoder(workers=1, spec=LIMITS)
+    real = StoppableWorker
+
+    def refused(**_: Any) -> Any:
+        raise OSError(24, "Too many open files")
+
+    try:
+        monkeypatch.setattr(bodies, "StoppableWorker", refused)
+        for _ in range(2):
+            with pytest.raises(errors.ServiceUnavailableError):
+                await decoder.decode(_request(QUICK_BODY, hang_up=False))
+        monkeypatch.setattr(bodies, "StoppableWorker", real)
+        assert (await decoder.decode(_request(QUICK_BODY, hang_up=False)))[1] == TEXTS
+    finally:
+        decoder.close()
+
+
+def test_a_worker_whose_server_is_gone_before_it_is_up_leaves() -> None:
+    """The server's pid is handed to the worker at spawn: one that died during the worker's start-up (so the worker
+    is re-parented before it could look) is still noticed, and the worker exits instead of living on."""
+    gone = max(os.getpid(), os.getppid()) + 100_000  # no such process: as a server that died meanwhile
+    orphan = StoppableWorker(initializer=bodies._init_worker, initargs=(LIMITS, gone))
+    kept = StoppableWorker(initializer=bodies._init_worker, initargs=(LIMITS, os.getpid()))
+    try:
+        deadline = time.monotonic() + 60
+        while orphan._process.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not orphan._process.is_alive(), "the worker outlived its server"
+        # The same start-up with its real server: up, taking jobs, and still there.
+        assert kept.submit(os.getpid).result(timeout=60) == kept._process.pid
+        assert kept._process.is_alive()
+    finally:
+        orphan.kill()
+        kept.kill()
