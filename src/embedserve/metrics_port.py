@@ -12,11 +12,12 @@ import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
-from wsgiref.simple_server import WSGIServer, make_server
+from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import make_wsgi_app
 from prometheus_client.exposition import ThreadingWSGIServer, _SilentHandler
 
+from embedserve.listening import listen
 from embedserve.metrics import Metrics
 
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
@@ -54,8 +55,7 @@ def only_metrics_path(app: WSGIApp) -> WSGIApp:
 def serve_metrics_port(metrics: Metrics, *, host: str, port: int) -> MetricsServer:
     """Serve ``metrics`` without auth on ``host:port`` (0 picks a free port), at ``/metrics`` only (any other path
     is a 404); ``close()`` it on shutdown."""
-    app = only_metrics_path(make_wsgi_app(metrics.registry))
-    return _start(make_server(host, port, app, ThreadingWSGIServer, handler_class=_SilentHandler))
+    return serve_metrics_socket(metrics, listen(host, port, backlog=128))  # IPv6 hosts too (make_server: IPv4 only)
 
 
 def serve_metrics_socket(metrics: Metrics, sock: socket.socket) -> MetricsServer:

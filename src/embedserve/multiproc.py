@@ -27,6 +27,7 @@ from typing import Any
 from embedserve.api_process import run_api_process
 from embedserve.engine.engine_process import run_engine_process
 from embedserve.engine.model_info import ModelInfo
+from embedserve.listening import listen
 from embedserve.logs import configure_logging
 from embedserve.metrics import SHARED_DIR_ENV
 from embedserve.rundir import RunDir
@@ -81,7 +82,7 @@ class Supervisor:
         os.environ[SHARED_DIR_ENV] = str(self._metrics_dir)
         if self.settings.metrics_port is not None:
             try:
-                self._metrics_sock = listen(self.settings.host, self.settings.metrics_port)
+                self._metrics_sock = listen(self.settings.host, self.settings.metrics_port, inheritable=True)
             except OSError as exc:
                 where = f"{self.settings.host}:{self.settings.metrics_port}"
                 print(f"embedserve: cannot listen on {where} (--metrics-port): {exc}", file=sys.stderr)
@@ -93,7 +94,9 @@ class Supervisor:
             print(f"embedserve: could not start the engine: {failure}", file=sys.stderr, flush=True)
             return 2
         try:
-            self._sock = listen(self.settings.host, self.settings.port)
+            self._sock = listen(
+                self.settings.host, self.settings.port, inheritable=True
+            )  # every API process accepts on it
         except OSError as exc:
             print(f"embedserve: cannot listen on {self.settings.host}:{self.settings.port}: {exc}", file=sys.stderr)
             return self._drain(code=2)
@@ -246,18 +249,3 @@ def _stop_all(processes: list[BaseProcess], *, limit: float) -> bool:
             process.join(5)
     # -SIGTERM: one still starting when told to stop (no handler yet, so nothing accepted): as clean as 0
     return all(p.exitcode in (0, -signal.SIGTERM) for p in processes)
-
-
-def listen(host: str, port: int) -> socket.socket:
-    """The one listening socket every API process accepts on (port 0 picks a free port, shared by all)."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((host, port))
-        sock.listen(2048)
-    except OSError:
-        sock.close()
-        raise
-    sock.set_inheritable(True)
-    return sock
