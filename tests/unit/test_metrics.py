@@ -209,12 +209,19 @@ def test_route_label_uses_the_template_and_bounds_unknown_paths() -> None:
     assert route_label(scope("/wp-admin.php")) == UNMATCHED_ROUTE
 
 
-def test_metrics_port_serves_the_same_registry_openly() -> None:
+@pytest.mark.parametrize(("host", "url_host"), [("127.0.0.1", "127.0.0.1"), ("::1", "[::1]")])
+def test_metrics_port_serves_the_same_registry_openly(host: str, url_host: str) -> None:
+    if ":" in host:
+        try:
+            with socket.socket(socket.AF_INET6) as probe:
+                probe.bind((host, 0))
+        except OSError as exc:
+            pytest.skip(f"no IPv6 loopback on this host: {exc}")
     m = Metrics.create(process=False)
     observe_usage(m, key_id="key_1", inputs=1, tokens=7, credits=1)
-    server = serve_metrics_port(m, host="127.0.0.1", port=0)
+    server = serve_metrics_port(m, host=host, port=0)
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{server.port}/metrics", timeout=5) as resp:
+        with urllib.request.urlopen(f"http://{url_host}:{server.port}/metrics", timeout=5) as resp:
             text = resp.read().decode()
     finally:
         server.close()
@@ -278,20 +285,3 @@ def test_request_observer_counts_by_template_and_logs_without_text(caplog: pytes
 def test_a_metrics_port_out_of_range_or_on_the_main_port_is_refused(metrics_port: int, port: int, reason: str) -> None:
     with pytest.raises(ValidationError, match=reason):
         Settings(metrics_port=metrics_port, port=port)
-
-
-def test_metrics_port_serves_on_an_ipv6_host() -> None:
-    m = Metrics.create(process=False)
-    observe_usage(m, key_id="key_1", inputs=1, tokens=7, credits=1)
-    try:
-        with socket.socket(socket.AF_INET6) as probe:
-            probe.bind(("::1", 0))
-    except OSError as exc:
-        pytest.skip(f"no IPv6 loopback on this host: {exc}")
-    server = serve_metrics_port(m, host="::1", port=0)
-    try:
-        with urllib.request.urlopen(f"http://[::1]:{server.port}/metrics", timeout=5) as resp:
-            text = resp.read().decode()
-    finally:
-        server.close()
-    assert 'embedserve_tokens_total{key_id="key_1"} 7.0' in text
