@@ -94,9 +94,7 @@ class Supervisor:
             print(f"embedserve: could not start the engine: {failure}", file=sys.stderr, flush=True)
             return 2
         try:
-            self._sock = listen(
-                self.settings.host, self.settings.port, inheritable=True
-            )  # every API process accepts on it
+            self._sock = listen(self.settings.host, self.settings.port, inheritable=True)  # for every API process
         except OSError as exc:
             print(f"embedserve: cannot listen on {self.settings.host}:{self.settings.port}: {exc}", file=sys.stderr)
             return self._drain(code=2)

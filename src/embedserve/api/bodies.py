@@ -240,12 +240,14 @@ class BodyDecoder:
     def _next_for_slot(self, worker: StoppableWorker | None, *, replace: bool) -> StoppableWorker | None:
         """What the slot keeps after a body: its worker if usable, else (unless shutting down) a new one starting,
         else None (the slot's next body spawns one)."""
-        if worker is not None and self._closed:
+        if worker is None:
+            return None
+        if self._closed:
             worker.close()
             return None
-        if worker is not None and worker.usable:
+        if worker.usable:
             return worker
-        if worker is None or not replace or self._closed:
+        if not replace:
             return None
         try:
             return self._new_worker()

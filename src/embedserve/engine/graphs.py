@@ -17,7 +17,7 @@ property the graphs rely on (a batch padded to its bucket gives the same vectors
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -48,7 +48,7 @@ def graph_buckets(*, max_tokens: int, max_seq: int, max_rows: int) -> Buckets:
     return tuple(sorted(buckets, key=lambda b: (b[0] * b[1], b)))
 
 
-def bucket_for(buckets: Buckets, rows: int, seq: int) -> tuple[int, int] | None:
+def bucket_for(buckets: Iterable[tuple[int, int]], rows: int, seq: int) -> tuple[int, int] | None:
     """The smallest bucket (fewest padded tokens) holding ``rows`` texts of ``seq`` tokens; None past the largest."""
     fits = [b for b in buckets if b[0] >= rows and b[1] >= seq]
     return min(fits, key=lambda b: (b[0] * b[1], b)) if fits else None
@@ -91,7 +91,6 @@ class CudaGraphs:
         buckets: Buckets,
         pad_id: int,
     ) -> None:
-        self.buckets = buckets
         self._pad_id = pad_id
         self._device = device
         self._graphs: dict[tuple[int, int], _Graph] = {}
@@ -120,7 +119,7 @@ class CudaGraphs:
         return _Graph(graph, ids, mask, out)
 
     def forward(self, ids: npt.NDArray[np.int64], mask: npt.NDArray[np.int64]) -> npt.NDArray[np.float32] | None:
-        bucket = bucket_for(self.buckets, *ids.shape)
+        bucket = bucket_for(self._graphs, *ids.shape)
         if bucket is None:
             return None
         graph = self._graphs[bucket]

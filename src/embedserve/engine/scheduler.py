@@ -18,15 +18,16 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Callable, Generator, Sequence
+from collections.abc import Callable, Coroutine, Generator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from enum import IntEnum
+from typing import Any, cast
 
 import numpy as np
 import numpy.typing as npt
 
-from embedserve.engine.backends.base import Backend
+from embedserve.engine.backends.base import Backend, SteppedBackend
 from embedserve.engine.batching import SMALL_BATCH_TOKENS, pad_batch, plan_batch
 from embedserve.engine.encoding import Encoding
 from embedserve.errors import EngineError, ServerOverloadedError, ServiceUnavailableError
@@ -160,10 +161,8 @@ class Scheduler:
         self._online_in_flight = 0
         self._stopped = False
         self.preemptions = 0
-        steps = getattr(backend, "forward_steps", None) if config.preempt_bulk else None
-        self._forward_steps: (
-            Callable[[npt.NDArray[np.int64], npt.NDArray[np.int64]], Generator[None, None, Vector]] | None
-        ) = steps
+        stepped = config.preempt_bulk and hasattr(backend, "forward_steps")
+        self._stepped: SteppedBackend | None = cast(SteppedBackend, backend) if stepped else None
 
     @property
     def queued_tokens(self) -> int:
@@ -262,11 +261,14 @@ class Scheduler:
         bulk = batch[0].priority is Priority.BULK
         self._bulk_in_flight += bulk
         self._online_in_flight += not bulk
-        if bulk and self._forward_steps is not None:
-            self._run_stepped(_Stepped(batch, self._forward_steps(ids, mask)))
+        if bulk and self._stepped is not None:
+            self._run_stepped(_Stepped(batch, self._stepped.forward_steps(ids, mask)))
             return
-        work = loop.run_in_executor(self._executor, self._forward, ids, mask)
-        done: asyncio.Future[None] = asyncio.ensure_future(self._finish(work, batch, bulk=bulk))
+        self._track(self._finish(loop.run_in_executor(self._executor, self._forward, ids, mask), batch, bulk=bulk))
+
+    def _track(self, finishing: Coroutine[Any, Any, None]) -> None:
+        """Run ``finishing`` (a pass's ``_finish`` or a turn's ``_finish_turn``), counted in flight until it ends."""
+        done: asyncio.Future[None] = asyncio.ensure_future(finishing)
         self._inflight.add(done)
         done.add_done_callback(self._inflight.discard)
 
@@ -279,9 +281,7 @@ class Scheduler:
             return
         self._preempt.clear()
         work = asyncio.get_running_loop().run_in_executor(self._executor, self._steps, stepped.steps)
-        done: asyncio.Future[None] = asyncio.ensure_future(self._finish_turn(work, stepped))
-        self._inflight.add(done)
-        done.add_done_callback(self._inflight.discard)
+        self._track(self._finish_turn(work, stepped))
 
     def _steps(self, steps: Generator[None, None, Vector]) -> tuple[Vector | None, float, float]:
         """On the inference thread: layers until the pass ends (its vectors) or online work waits (None). At least
@@ -307,13 +307,10 @@ class Scheduler:
             raise
         stepped.started = started if stepped.started is None else stepped.started
         stepped.seconds += finished - started
-        for timing in {id(e.timing): e.timing for e in stepped.batch if e.timing is not None}.values():
-            timing.add_batch(started=started, finished=finished)
+        _add_to_timings(stepped.batch, started=started, finished=finished)
         if vectors is None and self._stopped:  # paused as the scheduler stopped: nothing will resume it
             stepped.steps.close()
-            for entry in stepped.batch:
-                if not entry.future.done():
-                    entry.future.set_exception(ServiceUnavailableError("The server shut down before this input ran."))
+            _shut_out(stepped.batch)
             self._end_pass(bulk=True)
             return
         if vectors is None:  # paused for online work: the loop resumes it once none waits
@@ -342,8 +339,7 @@ class Scheduler:
             return
         finally:
             self._end_pass(bulk=bulk)
-        for timing in {id(e.timing): e.timing for e in batch if e.timing is not None}.values():
-            timing.add_batch(started=started, finished=finished)  # before the futures wake their callers
+        _add_to_timings(batch, started=started, finished=finished)  # before the futures wake their callers
         self._complete(batch, vectors, started=started, seconds=finished - started)
 
     @staticmethod
@@ -398,15 +394,26 @@ class Scheduler:
             self._pending.extend(self._paused.batch)
             self._paused.steps.close()
             self._paused = None
-        for entry in self._pending:
-            if not entry.future.done():
-                entry.future.set_exception(ServiceUnavailableError("The server shut down before this input ran."))
+        _shut_out(self._pending)
         self._pending.clear()
         if self._task is not None:
             self._task.cancel()
             self._task = None
         if self._owns_executor:
             self._executor.shutdown(wait=True, cancel_futures=True)
+
+
+def _add_to_timings(batch: list[Entry], *, started: float, finished: float) -> None:
+    """One pass (or turn of one) of ``batch`` into each of its calls' ``EmbedTiming``, once per call."""
+    for timing in {id(e.timing): e.timing for e in batch if e.timing is not None}.values():
+        timing.add_batch(started=started, finished=finished)
+
+
+def _shut_out(entries: list[Entry]) -> None:
+    """Fail the entries no pass will run, the server stopping."""
+    for entry in entries:
+        if not entry.future.done():
+            entry.future.set_exception(ServiceUnavailableError("The server shut down before this input ran."))
 
 
 def inference_executor() -> ThreadPoolExecutor:
