@@ -22,6 +22,7 @@ BackendName = Literal["auto", "torch", "onnx", "fake"]
 DType = Literal["auto", "float32", "bfloat16", "float16", "int8"]
 LogFormat = Literal["text", "json"]
 TokenIdMode = Literal["auto", "wordpiece", "tiktoken", "reject"]
+OnOffAuto = Literal["auto", "on", "off"]
 
 
 def default_data_dir() -> Path:
@@ -49,6 +50,7 @@ class EngineSettings(BaseModel):
     max_batch_size: int = Field(default=256, ge=1)
     batches_in_flight: int | None = Field(default=None, ge=1, le=4)  # None: 1 on CPU, 2 on CUDA
     cuda_graphs: bool = False  # torch on CUDA: replay captured passes for batches up to 4096 padded tokens
+    onednn_packing: OnOffAuto = "auto"  # torch bf16 on CPU: weights reordered once for oneDNN (auto: on AMX CPUs)
     max_queued_tokens: int = Field(default=2_000_000, ge=512)
     auto_truncate: bool = False
     query_instruction: str = BGE_QUERY_INSTRUCTION

@@ -19,7 +19,8 @@ import pytest
 
 from embedserve.engine import Engine, EngineSettings
 from embedserve.engine.backends.torch import cpu_has_bf16, cpu_has_fast_int8
-from embedserve.settings import BackendName, DType
+from embedserve.engine.packed import onednn_bf16_supported
+from embedserve.settings import BackendName, DType, OnOffAuto
 from tests.model.corpus import RETRIEVAL_PASSAGES, RETRIEVAL_QUERIES, varied_sentences
 
 Pair = tuple[np.ndarray, np.ndarray]  # the corpus's vectors and the retrieval set's
@@ -27,6 +28,10 @@ Pair = tuple[np.ndarray, np.ndarray]  # the corpus's vectors and the retrieval s
 TIE = 0.0005
 NEEDS_FAST_INT8 = pytest.mark.skipif(
     not cpu_has_fast_int8(), reason="no AVX512-VNNI or AMX on this CPU: the torch backend refuses --dtype int8 here"
+)
+
+NEEDS_ONEDNN_BF16 = pytest.mark.skipif(
+    not onednn_bf16_supported(), reason="oneDNN has no bf16 kernels on this CPU: --onednn-packing on cannot run here"
 )
 
 
@@ -45,10 +50,13 @@ class Fidelity:
         )
 
 
-def embed_all(model_dir: Path, backend: BackendName, dtype: DType) -> tuple[np.ndarray, np.ndarray]:
-    engine = Engine(EngineSettings(model=str(model_dir), backend=backend, dtype=dtype, max_batch_tokens=8192))
+def embed_all(
+    model_dir: Path, backend: BackendName, dtype: DType, packing: OnOffAuto = "auto"
+) -> tuple[np.ndarray, np.ndarray]:
+    settings = EngineSettings(model=str(model_dir), backend=backend, dtype=dtype, onednn_packing=packing)
+    engine = Engine(settings.model_copy(update={"max_batch_tokens": 8192}))
     corpus = engine.embed_texts(varied_sentences(520), truncate=True)
-    engine = Engine(EngineSettings(model=str(model_dir), backend=backend, dtype=dtype))
+    engine = Engine(settings)
     retrieval = engine.embed_texts(RETRIEVAL_QUERIES + RETRIEVAL_PASSAGES, truncate=True)
     return corpus, retrieval
 
@@ -79,11 +87,12 @@ def fp32(minilm_model_dir: Path) -> tuple[np.ndarray, np.ndarray]:
     return embed_all(minilm_model_dir, "torch", "float32")
 
 
+@pytest.mark.parametrize("packing", ["off", pytest.param("on", marks=NEEDS_ONEDNN_BF16)])
 def test_bf16_passes_the_gate_so_it_may_be_the_cpu_default(
-    minilm_model_dir: Path, fp32: tuple[np.ndarray, np.ndarray]
+    minilm_model_dir: Path, fp32: tuple[np.ndarray, np.ndarray], packing: OnOffAuto
 ) -> None:
-    fid = measure(embed_all(minilm_model_dir, "torch", "bfloat16"), fp32)
-    print(f"\ntorch bfloat16: {fid}")
+    fid = measure(embed_all(minilm_model_dir, "torch", "bfloat16", packing), fp32)
+    print(f"\ntorch bfloat16, --onednn-packing {packing}: {fid}")
     assert fid.min_cos >= 0.999, fid
     assert fid.same_top3 == 1.0 and fid.correct_top1 == 1.0, fid
 
@@ -109,25 +118,25 @@ def test_int8_w8a8_is_close_and_keeps_retrieval(minilm_model_dir: Path, fp32: Pa
 
 
 @pytest.mark.parametrize(
-    ("dtype", "floor"),
+    ("dtype", "floor", "packing"),
     [
-        ("float32", 0.99999),
-        ("bfloat16", 0.9999),
+        ("float32", 0.99999, "off"),
+        ("bfloat16", 0.9999, "off"),
+        pytest.param("bfloat16", 0.9999, "on", marks=NEEDS_ONEDNN_BF16),
         # int8 measured 0.99993 with its FFN-out in fp32 (Cascade Lake), 0.99978 in bf16 (Sapphire Rapids, AMX);
         # a padding leak shows as < 0.99
-        pytest.param("int8", 0.9997, marks=NEEDS_FAST_INT8),
+        pytest.param("int8", 0.9997, "off", marks=NEEDS_FAST_INT8),
     ],
 )
-def test_a_text_embeds_the_same_alone_and_in_a_mixed_batch(minilm_model_dir: Path, dtype: DType, floor: float) -> None:
+def test_a_text_embeds_the_same_alone_and_in_a_mixed_batch(
+    minilm_model_dir: Path, dtype: DType, floor: float, packing: OnOffAuto
+) -> None:
     texts = varied_sentences(520)[::9]  # 58 texts from 2 to ~400 tokens: lots of padding in the batch
-    engine = Engine(
-        EngineSettings(
-            model=str(minilm_model_dir), backend="torch", dtype=dtype, max_batch_tokens=65536, max_padding_ratio=1000
-        )
-    )
+    settings = EngineSettings(model=str(minilm_model_dir), backend="torch", dtype=dtype, onednn_packing=packing)
+    engine = Engine(settings.model_copy(update={"max_batch_tokens": 65536, "max_padding_ratio": 1000}))
     batched = engine.embed_texts(texts, truncate=True)
-    engine = Engine(EngineSettings(model=str(minilm_model_dir), backend="torch", dtype=dtype, max_batch_tokens=512))
+    engine = Engine(settings.model_copy(update={"max_batch_tokens": 512}))
     alone = engine.embed_texts(texts, truncate=True)  # budget 512: every long text runs in a batch of its own
     cos = np.sum(batched * alone, axis=1)
-    print(f"\n{dtype} alone vs batched: min {cos.min():.7f}")
+    print(f"\n{dtype} (--onednn-packing {packing}) alone vs batched: min {cos.min():.7f}")
     assert cos.min() >= floor, f"min cosine {cos.min():.7f} at {texts[int(cos.argmin())][:40]!r}"

@@ -89,7 +89,7 @@ class SelfAttention(nn.Module):
 class SelfOutput(nn.Module):
     def __init__(self, cfg: BertConfig, in_features: int) -> None:
         super().__init__()
-        self.dense = nn.Linear(in_features, cfg.hidden_size)
+        self.dense: nn.Module = nn.Linear(in_features, cfg.hidden_size)
         self.LayerNorm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
 
     def forward(self, x: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
@@ -112,10 +112,17 @@ class Intermediate(nn.Module):
         if cfg.hidden_act not in ("gelu", "gelu_new", "gelu_pytorch_tanh"):
             raise ValueError(f"unsupported activation {cfg.hidden_act}")
         self.approximate = "none" if cfg.hidden_act == "gelu" else "tanh"
-        self.dense = nn.Linear(cfg.hidden_size, cfg.intermediate_size)
+        self.dense: nn.Module = nn.Linear(cfg.hidden_size, cfg.intermediate_size)
+        self.activation_fused = False
+
+    def fuse_activation(self, dense: nn.Module) -> None:
+        """Swap in a projection that applies this GELU itself (``PackedLinear(..., gelu=self.approximate)``)."""
+        self.dense = dense
+        self.activation_fused = True
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.gelu(self.dense(x), approximate=self.approximate)
+        out: torch.Tensor = self.dense(x)
+        return out if self.activation_fused else F.gelu(out, approximate=self.approximate)
 
 
 class Layer(nn.Module):

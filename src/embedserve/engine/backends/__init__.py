@@ -48,14 +48,17 @@ def check_settings(settings: EngineSettings) -> None:
     name = resolve_backend_name(settings)
     _factory(name)
     if name == "torch":
-        from embedserve.engine.backends.torch import check_cuda_graphs, resolve_device, resolve_dtype
+        from embedserve.engine.backends.torch import check_cuda_graphs, resolve_device, resolve_dtype, resolve_packing
 
         device = resolve_device(settings.device)
-        resolve_dtype(settings.dtype, device)
+        resolve_packing(settings.onednn_packing, device, resolve_dtype(settings.dtype, device))
         if settings.cuda_graphs:
             check_cuda_graphs(device)
-    elif settings.cuda_graphs:
-        raise InvalidRequestError(f"--cuda-graphs is for the torch backend on CUDA, not the {name} backend.")
+    else:
+        if settings.cuda_graphs:
+            raise InvalidRequestError(f"--cuda-graphs is for the torch backend on CUDA, not the {name} backend.")
+        if settings.onednn_packing == "on":
+            raise InvalidRequestError(f"--onednn-packing on is for the torch backend, not the {name} backend.")
     if name == "onnx":
         from embedserve.engine.backends.onnx import resolve_providers, resolve_variant
 
