@@ -63,7 +63,7 @@ _ENGINE_FLAGS: dict[str, dict[str, Any]] = {
         "help": "torch on CUDA: capture each small batch shape (up to 4096 padded tokens) as a CUDA graph at start-up "
         "and replay it, one launch instead of hundreds (opt-in; see docs/performance.md, GPU)",
     },
-    "--onednn-packing": {
+    "--prepacked-weights": {
         "choices": ["auto", "on", "off"],
         "help": "torch bfloat16 on CPU: reorder the weights once at load into oneDNN's layout and fuse the FFN's GELU "
         "into its matmul (default auto: on CPUs with AMX, where it was measured faster; see docs/internals.md)",

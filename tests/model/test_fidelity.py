@@ -19,7 +19,7 @@ import pytest
 
 from embedserve.engine import Engine, EngineSettings
 from embedserve.engine.backends.torch import cpu_has_bf16, cpu_has_fast_int8
-from embedserve.engine.packed import onednn_bf16_supported
+from embedserve.engine.prepacked import onednn_bf16_supported
 from embedserve.settings import BackendName, DType, OnOffAuto
 from tests.model.corpus import RETRIEVAL_PASSAGES, RETRIEVAL_QUERIES, varied_sentences
 
@@ -31,7 +31,7 @@ NEEDS_FAST_INT8 = pytest.mark.skipif(
 )
 
 NEEDS_ONEDNN_BF16 = pytest.mark.skipif(
-    not onednn_bf16_supported(), reason="oneDNN has no bf16 kernels on this CPU: --onednn-packing on cannot run here"
+    not onednn_bf16_supported(), reason="oneDNN has no bf16 kernels on this CPU: --prepacked-weights on cannot run here"
 )
 
 
@@ -53,7 +53,7 @@ class Fidelity:
 def embed_all(
     model_dir: Path, backend: BackendName, dtype: DType, packing: OnOffAuto = "auto"
 ) -> tuple[np.ndarray, np.ndarray]:
-    settings = EngineSettings(model=str(model_dir), backend=backend, dtype=dtype, onednn_packing=packing)
+    settings = EngineSettings(model=str(model_dir), backend=backend, dtype=dtype, prepacked_weights=packing)
     engine = Engine(settings.model_copy(update={"max_batch_tokens": 8192}))
     corpus = engine.embed_texts(varied_sentences(520), truncate=True)
     engine = Engine(settings)
@@ -92,7 +92,7 @@ def test_bf16_passes_the_gate_so_it_may_be_the_cpu_default(
     minilm_model_dir: Path, fp32: tuple[np.ndarray, np.ndarray], packing: OnOffAuto
 ) -> None:
     fid = measure(embed_all(minilm_model_dir, "torch", "bfloat16", packing), fp32)
-    print(f"\ntorch bfloat16, --onednn-packing {packing}: {fid}")
+    print(f"\ntorch bfloat16, --prepacked-weights {packing}: {fid}")
     assert fid.min_cos >= 0.999, fid
     assert fid.same_top3 == 1.0 and fid.correct_top1 == 1.0, fid
 
@@ -132,11 +132,11 @@ def test_a_text_embeds_the_same_alone_and_in_a_mixed_batch(
     minilm_model_dir: Path, dtype: DType, floor: float, packing: OnOffAuto
 ) -> None:
     texts = varied_sentences(520)[::9]  # 58 texts from 2 to ~400 tokens: lots of padding in the batch
-    settings = EngineSettings(model=str(minilm_model_dir), backend="torch", dtype=dtype, onednn_packing=packing)
+    settings = EngineSettings(model=str(minilm_model_dir), backend="torch", dtype=dtype, prepacked_weights=packing)
     engine = Engine(settings.model_copy(update={"max_batch_tokens": 65536, "max_padding_ratio": 1000}))
     batched = engine.embed_texts(texts, truncate=True)
     engine = Engine(settings.model_copy(update={"max_batch_tokens": 512}))
     alone = engine.embed_texts(texts, truncate=True)  # budget 512: every long text runs in a batch of its own
     cos = np.sum(batched * alone, axis=1)
-    print(f"\n{dtype} (--onednn-packing {packing}) alone vs batched: min {cos.min():.7f}")
+    print(f"\n{dtype} (--prepacked-weights {packing}) alone vs batched: min {cos.min():.7f}")
     assert cos.min() >= floor, f"min cosine {cos.min():.7f} at {texts[int(cos.argmin())][:40]!r}"

@@ -113,16 +113,19 @@ class Intermediate(nn.Module):
             raise ValueError(f"unsupported activation {cfg.hidden_act}")
         self.approximate = "none" if cfg.hidden_act == "gelu" else "tanh"
         self.dense: nn.Module = nn.Linear(cfg.hidden_size, cfg.intermediate_size)
-        self.activation_fused = False
+        self.act: nn.Module = nn.GELU(approximate=self.approximate)  # no parameters: checkpoint names unchanged
 
     def fuse_activation(self, dense: nn.Module) -> None:
-        """Swap in a projection that applies this GELU itself (``PackedLinear(..., gelu=self.approximate)``)."""
+        """Swap in a projection that applies this GELU itself (``PrepackedLinear(..., gelu=self.approximate)``); the
+        separate activation becomes the identity. A projection that does not say it applies the same GELU is
+        refused, so the activation cannot be lost or changed silently."""
+        if getattr(dense, "gelu", None) != self.approximate:
+            raise ValueError(f"{type(dense).__name__} does not apply GELU(approximate={self.approximate!r})")
         self.dense = dense
-        self.activation_fused = True
+        self.act = nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out: torch.Tensor = self.dense(x)
-        return out if self.activation_fused else F.gelu(out, approximate=self.approximate)
+        return self.act(self.dense(x))  # type: ignore[no-any-return]
 
 
 class Layer(nn.Module):

@@ -48,17 +48,23 @@ def check_settings(settings: EngineSettings) -> None:
     name = resolve_backend_name(settings)
     _factory(name)
     if name == "torch":
-        from embedserve.engine.backends.torch import check_cuda_graphs, resolve_device, resolve_dtype, resolve_packing
+        from embedserve.engine.backends.torch import (
+            check_cuda_graphs,
+            resolve_device,
+            resolve_dtype,
+            resolve_prepacking,
+        )
 
         device = resolve_device(settings.device)
-        resolve_packing(settings.onednn_packing, device, resolve_dtype(settings.dtype, device))
+        dtype = resolve_dtype(settings.dtype, device)
+        resolve_prepacking(settings.prepacked_weights, device, dtype, dtype_asked=settings.dtype)
         if settings.cuda_graphs:
             check_cuda_graphs(device)
     else:
         if settings.cuda_graphs:
             raise InvalidRequestError(f"--cuda-graphs is for the torch backend on CUDA, not the {name} backend.")
-        if settings.onednn_packing == "on":
-            raise InvalidRequestError(f"--onednn-packing on is for the torch backend, not the {name} backend.")
+        if settings.prepacked_weights == "on":
+            raise InvalidRequestError(f"--prepacked-weights on is for the torch backend, not the {name} backend.")
     if name == "onnx":
         from embedserve.engine.backends.onnx import resolve_providers, resolve_variant
 

@@ -67,11 +67,11 @@ def cpu_has_amx() -> bool:
     return _cpu_has("_is_amx_tile_supported")
 
 
-def resolve_packing(requested: str, device: torch.device, dtype: torch.dtype) -> bool:
-    """Whether to pack the linears for oneDNN (engine/packed.py). ``auto``: on AMX CPUs running bf16, where it was
-    measured 1.04-1.28x; other CPUs (AVX512-BF16 without AMX) have not been measured with it yet, so keep today's
-    path. ``on`` anywhere torch runs bf16 on a CPU; it is refused where it cannot apply."""
-    from embedserve.engine.packed import onednn_bf16_supported
+def resolve_prepacking(requested: str, device: torch.device, dtype: torch.dtype, *, dtype_asked: str) -> bool:
+    """Whether to prepack the linears for oneDNN (engine/prepacked.py). ``auto``: on AMX CPUs running bf16, where it
+    was measured faster; other CPUs with native bf16 (AVX512-BF16 without AMX) have not been measured with it yet, so
+    they keep today's path. ``on`` wherever torch runs bf16 on a CPU, and refused, in one line, elsewhere."""
+    from embedserve.engine.prepacked import onednn_bf16_supported
 
     if requested == "off":
         return False
@@ -79,14 +79,15 @@ def resolve_packing(requested: str, device: torch.device, dtype: torch.dtype) ->
     if requested == "auto":
         return applies and cpu_has_amx() and onednn_bf16_supported()
     if not applies:
-        raise InvalidRequestError(
-            f"--onednn-packing on is for bfloat16 on a CPU, not {str(dtype).removeprefix('torch.')} on "
-            f"{device.type}; leave it at auto."
-        )
+        chosen = f"{str(dtype).removeprefix('torch.')} on {device.type}"
+        if dtype_asked == "auto" and device.type == "cpu":
+            raise InvalidRequestError(
+                f"--prepacked-weights on is for bfloat16, and --dtype auto chose {chosen} (no native bf16 on this "
+                "CPU): add --dtype bfloat16 to prepack anyway, or leave --prepacked-weights at auto."
+            )
+        raise InvalidRequestError(f"--prepacked-weights on is for bfloat16 on a CPU, not {chosen}.")
     if not onednn_bf16_supported():
-        raise InvalidRequestError(
-            "--onednn-packing on needs oneDNN's bf16 kernels, which this CPU lacks; leave it at auto."
-        )
+        raise InvalidRequestError("--prepacked-weights on needs oneDNN's bf16 kernels, which this CPU lacks.")
     return True
 
 
@@ -235,6 +236,9 @@ class TorchBackend:
         bound_onednn_caches()
         self._device = resolve_device(settings.device)
         self._torch_dtype = resolve_dtype(settings.dtype, self._device)
+        self.prepacked = resolve_prepacking(
+            settings.prepacked_weights, self._device, self._torch_dtype, dtype_asked=settings.dtype
+        )
         if self._device.type == "cpu":
             torch.set_num_threads(settings.threads or default_threads())
         self.dtype = str(self._torch_dtype).removeprefix("torch.")
@@ -245,11 +249,10 @@ class TorchBackend:
             self.encoder = build_int8_encoder(model)
         else:
             self.encoder = build_encoder(model).to(device=self._device, dtype=self._torch_dtype)
-        self.packed = resolve_packing(settings.onednn_packing, self._device, self._torch_dtype)
-        if self.packed:
-            from embedserve.engine.packed import pack_linears
+        if self.prepacked:
+            from embedserve.engine.prepacked import prepack_linears
 
-            logger.info("oneDNN packing: %d linear layers packed, GELU fused", len(pack_linears(self.encoder)))
+            logger.info("prepacked weights: %d linear layers packed for oneDNN", len(prepack_linears(self.encoder)))
         if self._device.type == "cpu":
             pretranspose_fp32_linears(self.encoder)  # fp32 layers only: bf16's and int8's own kernels are left alone
         else:

@@ -1,12 +1,12 @@
-"""``--onednn-packing`` on against off: library calls of the bf16 torch backend on the bge replica, per batch shape.
+"""``--prepacked-weights`` on against off: library calls of the bf16 torch backend on the bge replica, per batch shape.
 
-    python benchmarks/bench_packing.py                       # 1x10, 64x12, 32x24, 16x128, 4x512 tokens
-    python benchmarks/bench_packing.py --shapes 1x10,8x64 --repeat 5
+    python benchmarks/bench_prepacked.py                       # 1x10, 64x12, 32x24, 16x128, 4x512 tokens
+    python benchmarks/bench_prepacked.py --shapes 1x10,8x64 --repeat 5
 
 Both backends load the same seeded replica; each shape's passes alternate between them, ``--repeat`` rounds of
 enough passes for ~4k tokens each, and the figure is the median round's ms per pass. The vectors of the two are
 compared too (min cosine over the batch): packing changes bf16 rounding only. A/B of the HTTP server:
-``bench_server_ab.py --dtype bfloat16 --a=--onednn-packing=on --b=--onednn-packing=off``.
+``bench_server_ab.py --dtype bfloat16 --a=--prepacked-weights=on --b=--prepacked-weights=off``.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from embedserve.settings import EngineSettings  # noqa: E402
 
 
 def backend(model_dir: Path, packing: str) -> Backend:
-    settings = EngineSettings(model=str(model_dir), backend="torch", dtype="bfloat16", onednn_packing=packing)  # type: ignore[arg-type]
+    settings = EngineSettings(model=str(model_dir), backend="torch", dtype="bfloat16", prepacked_weights=packing)  # type: ignore[arg-type]
     return create_backend(load_model(settings), settings)
 
 
