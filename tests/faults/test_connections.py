@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import socket
 import time
@@ -30,14 +31,15 @@ def _read_all(sock: socket.socket) -> bytes:
 
 def test_slow_headers_are_cut_off_and_cannot_starve_a_normal_request(keyed_server: KeyedServer) -> None:
     port = keyed_server.server.port
-    slow = []
-    for _ in range(MAX_CONNECTIONS + 10):  # more than the cap: the excess is refused at once
-        sock = socket.create_connection(("127.0.0.1", port), timeout=HEADER_TIMEOUT + 10)
-        sock.sendall(b"POST /v1/embeddings HTTP/1.1\r\nHost: x\r\n")  # and never the rest
-        slow.append(sock)
-    started = time.monotonic()
-    replies = [_read_all(sock) for sock in slow]  # each ends when the server closes it
-    cut_after = time.monotonic() - started
+    with contextlib.ExitStack() as opened:  # the server closes its end; ours are closed here, reply or not
+        slow = []
+        for _ in range(MAX_CONNECTIONS + 10):  # more than the cap: the excess is refused at once
+            sock = opened.enter_context(socket.create_connection(("127.0.0.1", port), timeout=HEADER_TIMEOUT + 10))
+            sock.sendall(b"POST /v1/embeddings HTTP/1.1\r\nHost: x\r\n")  # and never the rest
+            slow.append(sock)
+        started = time.monotonic()
+        replies = [_read_all(sock) for sock in slow]  # each ends when the server closes it
+        cut_after = time.monotonic() - started
     refused = [r for r in replies if r.startswith(b"HTTP/1.1 503")]
     print(f"\n{len(slow)} slow-header connections: {len(refused)} refused at once, all closed within {cut_after:.2f}s")
     assert all(b'"too_many_connections"' in r for r in refused)
@@ -71,6 +73,7 @@ async def _hang_up(port: int, secret: str, body: bytes) -> None:
     await writer.drain()
     await asyncio.sleep(0.05)
     writer.close()  # gone before the answer
+    await writer.wait_closed()
 
 
 async def _ledger(data: Path, key_id: str) -> tuple[int, dict[str, int]]:
