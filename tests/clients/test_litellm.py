@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Iterator
+from types import ModuleType
+from typing import TypeVar
+
 import numpy as np
 import numpy.typing as npt
+import openai
 import pytest
 
 from tests.clients.conftest import API_KEY, MODEL, TEXTS, cosines, need
 
 # LiteLLM builds pydantic models at import that warn about ReadOnly TypedDict items: noise, not our behaviour.
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
+
+Client = TypeVar("Client", openai.OpenAI, openai.AsyncOpenAI)
 
 
 @pytest.fixture(autouse=True)
@@ -19,9 +27,40 @@ def litellm_offline(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("LITELLM_TELEMETRY", "False")
 
 
-def test_embedding_through_the_openai_prefix(base_url: str, reference: npt.NDArray[np.float32]) -> None:
+@pytest.fixture
+def thread_event_loop() -> Iterator[None]:
+    """A loop set for the thread and closed after the test. LiteLLM's blocking calls report to its service loggers
+    on ``asyncio.get_event_loop()``, which, with none set, creates one and leaves it open (a ResourceWarning)."""
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    try:
+        yield
+    finally:
+        asyncio.set_event_loop(None)
+        loop.close()
+
+
+def _take_cached(litellm: ModuleType, kind: type[Client]) -> list[Client]:
+    """Remove from LiteLLM's client cache, and return, the openai SDK clients of ``kind`` it built for ``openai/``
+    calls. They hold the connections to the server; LiteLLM closes one only well after evicting it (a 10-minute TTL,
+    then 15 minutes' grace), and an async one only from the loop it was built on, which pytest-asyncio closes with
+    the test."""
+    cache = litellm.in_memory_llm_clients_cache
+    taken = [(key, client) for key, client in list(cache.cache_dict.items()) if isinstance(client, kind)]
+    for key, _ in taken:
+        cache.delete_cache(key)
+    return [client for _, client in taken]
+
+
+def test_embedding_through_the_openai_prefix(
+    base_url: str, reference: npt.NDArray[np.float32], thread_event_loop: None
+) -> None:
     litellm = need("litellm")
-    response = litellm.embedding(model=f"openai/{MODEL}", input=TEXTS, api_base=base_url, api_key=API_KEY)
+    try:
+        response = litellm.embedding(model=f"openai/{MODEL}", input=TEXTS, api_base=base_url, api_key=API_KEY)
+    finally:
+        for client in _take_cached(litellm, openai.OpenAI):
+            client.close()
     vectors = np.array([item["embedding"] for item in response.data], dtype=np.float32)
     assert cosines(vectors, reference).min() >= 0.99999
     assert response.usage.prompt_tokens > 0
@@ -29,6 +68,10 @@ def test_embedding_through_the_openai_prefix(base_url: str, reference: npt.NDArr
 
 async def test_async_embedding(base_url: str, reference: npt.NDArray[np.float32]) -> None:
     litellm = need("litellm")
-    response = await litellm.aembedding(model=f"openai/{MODEL}", input=TEXTS, api_base=base_url, api_key=API_KEY)
+    try:
+        response = await litellm.aembedding(model=f"openai/{MODEL}", input=TEXTS, api_base=base_url, api_key=API_KEY)
+    finally:
+        for aclient in _take_cached(litellm, openai.AsyncOpenAI):
+            await aclient.close()  # on this test's loop, while it runs
     vectors = np.array([item["embedding"] for item in response.data], dtype=np.float32)
     assert cosines(vectors, reference).min() >= 0.99999
