@@ -38,10 +38,11 @@ from bench_http import (  # noqa: E402
 )
 
 from embedserve.engine.backends.base import Backend  # noqa: E402
-from embedserve.engine.backends.torch import build_int8_encoder, cpu_has_fast_int8  # noqa: E402
+from embedserve.engine.backends.torch import TorchBackend, cpu_has_fast_int8  # noqa: E402
 from embedserve.engine.hadamard import HadamardRotation  # noqa: E402
 from embedserve.engine.int8_recipe import RECIPES  # noqa: E402
 from embedserve.engine.loading import load_model  # noqa: E402
+from embedserve.engine.memory import configure_allocator  # noqa: E402
 from embedserve.engine.quant import BF16Linear, Int8Linear  # noqa: E402
 from embedserve.settings import EngineSettings  # noqa: E402
 
@@ -49,13 +50,12 @@ WORKLOADS = ("short", "medium", "mixed")
 
 
 def variant_backend(model_dir: Path, variant: str) -> Backend:
-    """The served torch backend: bf16, or int8 with ``variant``'s recipe in place of the default one."""
+    """The served torch backend: bf16, or int8 built (and calibrated, once) with ``variant``'s recipe."""
     if variant == "bf16":
         return backend_for(model_dir, "torch", "bfloat16", "cpu")
-    backend = backend_for(model_dir, "torch", "int8", "cpu")
-    model = load_model(EngineSettings(model=str(model_dir), backend="torch", dtype="int8"))
-    backend.encoder = build_int8_encoder(model, recipe=RECIPES[variant][1])  # type: ignore[attr-defined]
-    return backend
+    settings = EngineSettings(model=str(model_dir), backend="torch", dtype="int8", device="cpu")
+    configure_allocator()  # as create_backend does for the served backend
+    return TorchBackend(load_model(settings), settings, int8_recipe=RECIPES[variant][1])
 
 
 def ms(fn: Callable[[], object], reps: int = 10) -> float:

@@ -232,7 +232,9 @@ it out). ``sdpa_kernel`` sets process-wide flags: fine with the engine's one inf
 class TorchBackend:
     name = "torch"
 
-    def __init__(self, model: LoadedModel, settings: EngineSettings) -> None:
+    def __init__(self, model: LoadedModel, settings: EngineSettings, *, int8_recipe: Int8Recipe = INT8_RECIPE) -> None:
+        """``int8_recipe``: what ``--dtype int8`` builds; the server always builds ``INT8_RECIPE``, the benchmarks
+        (``int8_speed.py``) the others, calibrated once."""
         bound_onednn_caches()
         self._device = resolve_device(settings.device)
         self._torch_dtype = resolve_dtype(settings.dtype, self._device)
@@ -246,7 +248,7 @@ class TorchBackend:
         self._pooling = model.pooling
         self._normalize = model.normalize
         if self._torch_dtype == torch.int8:
-            self.encoder = build_int8_encoder(model)
+            self.encoder = build_int8_encoder(model, recipe=int8_recipe)
         else:
             self.encoder = build_encoder(model).to(device=self._device, dtype=self._torch_dtype)
         if self.prepacked:
