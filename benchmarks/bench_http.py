@@ -35,6 +35,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -234,9 +235,10 @@ def replica_tokenizer(model_dir: Path) -> WordPieceTokenizer:
     return WordPieceTokenizer(model_dir / "tokenizer.json", vocab_size=config.vocab_size)
 
 
-def backend_for(model_dir: Path, backend: str, dtype: str, device: str) -> Backend:
-    """The engine's backend for ``model_dir``, built in this process (a library call, no HTTP)."""
-    settings = EngineSettings(model=str(model_dir), backend=backend, dtype=dtype, device=device)  # type: ignore[arg-type]
+def backend_for(model_dir: Path, backend: str, dtype: str, device: str, **more: Any) -> Backend:
+    """The engine's backend for ``model_dir``, built in this process (a library call, no HTTP); ``more``: other
+    ``EngineSettings`` fields."""
+    settings = EngineSettings(model=str(model_dir), backend=backend, dtype=dtype, device=device, **more)  # type: ignore[arg-type]
     return create_backend(load_model(settings), settings)
 
 

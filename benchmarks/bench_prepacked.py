@@ -23,17 +23,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO / "src"), str(REPO), str(REPO / "benchmarks")]
 
-from bench_http import write_replica  # noqa: E402
-
-from embedserve.engine.backends import create_backend  # noqa: E402
-from embedserve.engine.backends.base import Backend  # noqa: E402
-from embedserve.engine.loading import load_model  # noqa: E402
-from embedserve.settings import EngineSettings  # noqa: E402
-
-
-def backend(model_dir: Path, packing: str) -> Backend:
-    settings = EngineSettings(model=str(model_dir), backend="torch", dtype="bfloat16", prepacked_weights=packing)  # type: ignore[arg-type]
-    return create_backend(load_model(settings), settings)
+from bench_http import backend_for, write_replica  # noqa: E402
 
 
 def main() -> None:
@@ -44,7 +34,10 @@ def main() -> None:
     shapes = [tuple(int(n) for n in shape.split("x")) for shape in args.shapes.split(",")]
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = write_replica(Path(tmp) / "replica", 0)
-        backends = {"off": backend(model_dir, "off"), "on": backend(model_dir, "on")}
+        backends = {
+            packing: backend_for(model_dir, "torch", "bfloat16", "cpu", prepacked_weights=packing)
+            for packing in ("off", "on")
+        }
         print("| texts x tokens | off ms | on ms | on vs off | min cosine on/off |")
         print("|---|---|---|---|---|")
         rng = np.random.default_rng(0)

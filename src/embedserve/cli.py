@@ -65,8 +65,9 @@ _ENGINE_FLAGS: dict[str, dict[str, Any]] = {
     },
     "--prepacked-weights": {
         "choices": ["auto", "on", "off"],
-        "help": "torch bfloat16 on CPU: reorder the weights once at load into oneDNN's layout and fuse the FFN's GELU "
-        "into its matmul (default auto: on CPUs with AMX, where it was measured faster; docs/internals.md)",
+        "help": "torch bfloat16 on CPU: reorder most projections' weights once at load into oneDNN's layout and fuse "
+        "the FFN's GELU into its matmul (default auto: on CPUs with AMX, where it was measured faster; "
+        "docs/internals.md)",
     },
     "--max-queued-tokens": {"type": int, "help": "queue bound; past it requests get 503 with Retry-After"},
     "--auto-truncate": {

@@ -40,16 +40,26 @@ def thread_event_loop() -> Iterator[None]:
         loop.close()
 
 
-def _take_cached(litellm: ModuleType, kind: type[Client]) -> list[Client]:
+def _take_cached(litellm: ModuleType, kind: type[Client], base_url: str) -> list[Client]:
     """Remove from LiteLLM's client cache, and return, the openai SDK clients of ``kind`` it built for ``openai/``
-    calls. They hold the connections to the server; LiteLLM closes one only well after evicting it (a 10-minute TTL,
-    then 15 minutes' grace), and an async one only from the loop it was built on, which pytest-asyncio closes with
-    the test."""
-    cache = litellm.in_memory_llm_clients_cache
-    taken = [(key, client) for key, client in list(cache.cache_dict.items()) if isinstance(client, kind)]
+    calls to ``base_url``. They hold the connections to the server; LiteLLM closes one only well after evicting it (a
+    10-minute TTL, then 15 minutes' grace), and an async one only from the loop it was built on, which pytest-asyncio
+    closes with the test. Only clients that really left the cache are returned (a client still cached must not be
+    closed under a later call), and a cache without these attributes (another LiteLLM) yields nothing rather than an
+    error that would hide the test's own."""
+    cache = getattr(litellm, "in_memory_llm_clients_cache", None)
+    entries = getattr(cache, "cache_dict", None)
+    if cache is None or not isinstance(entries, dict) or not hasattr(cache, "delete_cache"):
+        return []
+    ours = base_url.rstrip("/")
+    taken = [
+        (key, client)
+        for key, client in list(entries.items())
+        if isinstance(client, kind) and str(client.base_url).rstrip("/") == ours
+    ]
     for key, _ in taken:
         cache.delete_cache(key)
-    return [client for _, client in taken]
+    return [client for key, client in taken if key not in entries]
 
 
 def test_embedding_through_the_openai_prefix(
@@ -59,7 +69,7 @@ def test_embedding_through_the_openai_prefix(
     try:
         response = litellm.embedding(model=f"openai/{MODEL}", input=TEXTS, api_base=base_url, api_key=API_KEY)
     finally:
-        for client in _take_cached(litellm, openai.OpenAI):
+        for client in _take_cached(litellm, openai.OpenAI, base_url):
             client.close()
     vectors = np.array([item["embedding"] for item in response.data], dtype=np.float32)
     assert cosines(vectors, reference).min() >= 0.99999
@@ -71,7 +81,7 @@ async def test_async_embedding(base_url: str, reference: npt.NDArray[np.float32]
     try:
         response = await litellm.aembedding(model=f"openai/{MODEL}", input=TEXTS, api_base=base_url, api_key=API_KEY)
     finally:
-        for aclient in _take_cached(litellm, openai.AsyncOpenAI):
+        for aclient in _take_cached(litellm, openai.AsyncOpenAI, base_url):
             await aclient.close()  # on this test's loop, while it runs
     vectors = np.array([item["embedding"] for item in response.data], dtype=np.float32)
     assert cosines(vectors, reference).min() >= 0.99999

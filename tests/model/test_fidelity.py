@@ -19,8 +19,8 @@ import pytest
 
 from embedserve.engine import Engine, EngineSettings
 from embedserve.engine.backends.torch import cpu_has_bf16, cpu_has_fast_int8
-from embedserve.engine.prepacked import onednn_bf16_supported
 from embedserve.settings import BackendName, DType, OnOffAuto
+from tests.cpu_features import NEEDS_ONEDNN_BF16
 from tests.model.corpus import RETRIEVAL_PASSAGES, RETRIEVAL_QUERIES, varied_sentences
 
 Pair = tuple[np.ndarray, np.ndarray]  # the corpus's vectors and the retrieval set's
@@ -28,10 +28,6 @@ Pair = tuple[np.ndarray, np.ndarray]  # the corpus's vectors and the retrieval s
 TIE = 0.0005
 NEEDS_FAST_INT8 = pytest.mark.skipif(
     not cpu_has_fast_int8(), reason="no AVX512-VNNI or AMX on this CPU: the torch backend refuses --dtype int8 here"
-)
-
-NEEDS_ONEDNN_BF16 = pytest.mark.skipif(
-    not onednn_bf16_supported(), reason="oneDNN has no bf16 kernels on this CPU: --prepacked-weights on cannot run here"
 )
 
 
@@ -54,6 +50,8 @@ def embed_all(
     model_dir: Path, backend: BackendName, dtype: DType, packing: OnOffAuto = "auto"
 ) -> tuple[np.ndarray, np.ndarray]:
     settings = EngineSettings(model=str(model_dir), backend=backend, dtype=dtype, prepacked_weights=packing)
+    if packing == "on":
+        settings = settings.model_copy(update={"device": "cpu"})  # prepacking is CPU-only: pinned on a CUDA host too
     engine = Engine(settings.model_copy(update={"max_batch_tokens": 8192}))
     corpus = engine.embed_texts(varied_sentences(520), truncate=True)
     engine = Engine(settings)
@@ -132,7 +130,9 @@ def test_a_text_embeds_the_same_alone_and_in_a_mixed_batch(
     minilm_model_dir: Path, dtype: DType, floor: float, packing: OnOffAuto
 ) -> None:
     texts = varied_sentences(520)[::9]  # 58 texts from 2 to ~400 tokens: lots of padding in the batch
-    settings = EngineSettings(model=str(minilm_model_dir), backend="torch", dtype=dtype, prepacked_weights=packing)
+    settings = EngineSettings(
+        model=str(minilm_model_dir), backend="torch", dtype=dtype, prepacked_weights=packing, device="cpu"
+    )
     engine = Engine(settings.model_copy(update={"max_batch_tokens": 65536, "max_padding_ratio": 1000}))
     batched = engine.embed_texts(texts, truncate=True)
     engine = Engine(settings.model_copy(update={"max_batch_tokens": 512}))

@@ -22,12 +22,11 @@ from embedserve.engine.backends.torch import TorchBackend, resolve_prepacking
 from embedserve.engine.batching import pad_batch
 from embedserve.engine.bert import Intermediate, SelfAttention
 from embedserve.engine.loading import BertConfig, load_model
-from embedserve.engine.prepacked import PrepackedLinear, onednn_bf16_supported
+from embedserve.engine.prepacked import PrepackedLinear
 from embedserve.engine.tokenizer import WordPieceTokenizer
 from embedserve.errors import InvalidRequestError
 from embedserve.settings import EngineSettings, OnOffAuto
-
-NEEDS_ONEDNN_BF16 = pytest.mark.skipif(not onednn_bf16_supported(), reason="oneDNN has no bf16 kernels on this CPU")
+from tests.cpu_features import NEEDS_ONEDNN_BF16
 
 CPU, BF16 = torch.device("cpu"), torch.bfloat16
 
@@ -83,19 +82,31 @@ def test_only_bf16_cpu_layers_can_be_prepacked() -> None:
         PrepackedLinear(nn.Linear(8, 8))
 
 
+class _AppliesGelu(nn.Module):
+    def __init__(self, gelu: str) -> None:
+        super().__init__()
+        self.gelu = gelu
+
+
 def test_the_ffn_takes_only_a_projection_that_applies_its_own_gelu() -> None:
     cfg = BertConfig.from_dict(
         {"vocab_size": 30, "hidden_size": 8, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 16}
     )
-    ffn = Intermediate(cfg)
-    for wrong in (nn.Linear(8, 16), nn.Identity()):
+    ffn = Intermediate(cfg)  # hidden_act "gelu": the exact GELU
+    for wrong in (nn.Linear(8, 16), nn.Identity(), _AppliesGelu("tanh")):
         with pytest.raises(ValueError, match="does not apply GELU"):
             ffn.fuse_activation(wrong)
-    assert isinstance(ffn.act, nn.GELU)
+    assert isinstance(ffn.act, nn.GELU) and isinstance(ffn.dense, nn.Linear)  # refused: nothing changed
+    fused = _AppliesGelu("none")
+    ffn.fuse_activation(fused)
+    assert ffn.dense is fused  # type: ignore[comparison-overlap]  # mypy keeps dense's type from before the call
+    assert isinstance(ffn.act, nn.Identity)
 
 
 def _backend(model_dir: Path, prepack: OnOffAuto) -> TorchBackend:
-    settings = EngineSettings(model=str(model_dir), backend="torch", dtype="bfloat16", prepacked_weights=prepack)
+    settings = EngineSettings(
+        model=str(model_dir), backend="torch", dtype="bfloat16", device="cpu", prepacked_weights=prepack
+    )
     return TorchBackend(load_model(settings), settings)
 
 
@@ -123,21 +134,25 @@ def test_prepacking_the_model_keeps_its_vectors(minilm_model_dir: Path) -> None:
 def test_auto_prepacks_bf16_on_amx_cpus_only(monkeypatch: pytest.MonkeyPatch, amx: bool) -> None:
     monkeypatch.setattr(torch_backend, "cpu_has_amx", lambda: amx)
     monkeypatch.setattr(prepacked, "onednn_bf16_supported", lambda: True)
-    assert resolve_prepacking("auto", CPU, BF16, dtype_asked="auto") is amx
-    assert resolve_prepacking("auto", CPU, torch.float32, dtype_asked="auto") is False
-    assert resolve_prepacking("auto", CPU, torch.int8, dtype_asked="int8") is False
-    assert resolve_prepacking("auto", torch.device("cuda"), torch.float16, dtype_asked="auto") is False
-    assert resolve_prepacking("off", CPU, BF16, dtype_asked="bfloat16") is False
-    assert resolve_prepacking("on", CPU, BF16, dtype_asked="bfloat16") is True  # asked for: on any bf16 CPU
+    assert resolve_prepacking("auto", device=CPU, dtype=BF16, dtype_asked="auto") is amx
+    assert resolve_prepacking("auto", device=CPU, dtype=torch.float32, dtype_asked="auto") is False
+    assert resolve_prepacking("auto", device=CPU, dtype=torch.int8, dtype_asked="int8") is False
+    assert resolve_prepacking("auto", device=torch.device("cuda"), dtype=torch.float16, dtype_asked="auto") is False
+    assert resolve_prepacking("off", device=CPU, dtype=BF16, dtype_asked="bfloat16") is False
+    assert (
+        resolve_prepacking("on", device=CPU, dtype=BF16, dtype_asked="bfloat16") is True
+    )  # asked for: on any bf16 CPU
 
 
 def test_on_is_refused_where_it_cannot_apply(reference_model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(InvalidRequestError, match=r"for bfloat16 on a CPU, not float32 on cpu\.$"):
-        resolve_prepacking("on", CPU, torch.float32, dtype_asked="float32")
-    with pytest.raises(InvalidRequestError, match=r"--dtype auto chose float32 on cpu .* add --dtype bfloat16"):
-        resolve_prepacking("on", CPU, torch.float32, dtype_asked="auto")
+        resolve_prepacking("on", device=CPU, dtype=torch.float32, dtype_asked="float32")
+    with pytest.raises(
+        InvalidRequestError, match=r"--dtype auto chose float32 on cpu .*: leave --prepacked-weights at auto\.$"
+    ):
+        resolve_prepacking("on", device=CPU, dtype=torch.float32, dtype_asked="auto")
     with pytest.raises(InvalidRequestError, match="not float16 on cuda"):
-        resolve_prepacking("on", torch.device("cuda"), torch.float16, dtype_asked="auto")
+        resolve_prepacking("on", device=torch.device("cuda"), dtype=torch.float16, dtype_asked="auto")
     base = EngineSettings(model=str(reference_model_dir), load_format="dummy", prepacked_weights="on")
     with pytest.raises(InvalidRequestError, match="not the onnx backend"):
         check_settings(base.model_copy(update={"backend": "onnx"}))
@@ -145,14 +160,24 @@ def test_on_is_refused_where_it_cannot_apply(reference_model_dir: Path, monkeypa
         check_settings(base.model_copy(update={"dtype": "float32", "device": "cpu"}))
     monkeypatch.setattr(prepacked, "onednn_bf16_supported", lambda: False)
     with pytest.raises(InvalidRequestError, match="oneDNN's bf16 kernels, which this CPU lacks"):
-        resolve_prepacking("on", CPU, BF16, dtype_asked="bfloat16")
-    assert resolve_prepacking("auto", CPU, BF16, dtype_asked="auto") is False
+        resolve_prepacking("on", device=CPU, dtype=BF16, dtype_asked="bfloat16")
+    assert resolve_prepacking("auto", device=CPU, dtype=BF16, dtype_asked="auto") is False
 
 
 def test_the_serve_flag_fails_with_one_line_where_it_cannot_apply(
     reference_model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    argv = ["serve", "--model", str(reference_model_dir), "--load-format", "dummy", "--dtype", "float32"]
+    argv = [
+        "serve",
+        "--model",
+        str(reference_model_dir),
+        "--load-format",
+        "dummy",
+        "--dtype",
+        "float32",
+        "--device",
+        "cpu",
+    ]
     code = main([*argv, "--prepacked-weights", "on", "--no-auth", "--port", "0", "--data-dir", str(tmp_path)])
     assert code == 2
     err = capsys.readouterr().err.strip().splitlines()

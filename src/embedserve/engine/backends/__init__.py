@@ -57,7 +57,7 @@ def check_settings(settings: EngineSettings) -> None:
 
         device = resolve_device(settings.device)
         dtype = resolve_dtype(settings.dtype, device)
-        resolve_prepacking(settings.prepacked_weights, device, dtype, dtype_asked=settings.dtype)
+        resolve_prepacking(settings.prepacked_weights, device=device, dtype=dtype, dtype_asked=settings.dtype)
         if settings.cuda_graphs:
             check_cuda_graphs(device)
     else:

@@ -67,7 +67,7 @@ def cpu_has_amx() -> bool:
     return _cpu_has("_is_amx_tile_supported")
 
 
-def resolve_prepacking(requested: str, device: torch.device, dtype: torch.dtype, *, dtype_asked: str) -> bool:
+def resolve_prepacking(requested: str, *, device: torch.device, dtype: torch.dtype, dtype_asked: str) -> bool:
     """Whether to prepack the linears for oneDNN (engine/prepacked.py). ``auto``: on AMX CPUs running bf16, where it
     was measured faster; other CPUs with native bf16 (AVX512-BF16 without AMX) have not been measured with it yet, so
     they keep today's path. ``on`` wherever torch runs bf16 on a CPU, and refused, in one line, elsewhere."""
@@ -81,9 +81,14 @@ def resolve_prepacking(requested: str, device: torch.device, dtype: torch.dtype,
     if not applies:
         chosen = f"{str(dtype).removeprefix('torch.')} on {device.type}"
         if dtype_asked == "auto" and device.type == "cpu":
+            anyway = (
+                "--dtype bfloat16 would prepack, but bf16 is emulated here, slower than float32"
+                if onednn_bf16_supported()
+                else "oneDNN has no bf16 kernels for this CPU at all"
+            )
             raise InvalidRequestError(
                 f"--prepacked-weights on is for bfloat16, and --dtype auto chose {chosen} (no native bf16 on this "
-                "CPU): add --dtype bfloat16 to prepack anyway, or leave --prepacked-weights at auto."
+                f"CPU; {anyway}): leave --prepacked-weights at auto."
             )
         raise InvalidRequestError(f"--prepacked-weights on is for bfloat16 on a CPU, not {chosen}.")
     if not onednn_bf16_supported():
@@ -175,7 +180,8 @@ def build_int8_encoder(
     started = time.perf_counter()
     encoder = build_encoder(model)
     # One projection for query, key and value: their input is quantised once, not three times (bge-large on a Zen 5,
-    # library calls: 1.03-1.04x at 12, 128 and 500 tokens; bf16 measured 0.99-1.00x, so only int8 fuses). Before
+    # library calls: 1.03-1.04x at 12, 128 and 500 tokens; plain bf16 measured 0.99-1.00x, so it fuses only when its
+    # weights are prepacked, engine/prepacked.py). Before
     # calibration, so the fused projection gets one set of smoothing factors and outlier channels.
     fuse_qkv(encoder)
     tokenizer = WordPieceTokenizer(model.tokenizer_path, vocab_size=model.config.vocab_size)
@@ -239,7 +245,7 @@ class TorchBackend:
         self._device = resolve_device(settings.device)
         self._torch_dtype = resolve_dtype(settings.dtype, self._device)
         self.prepacked = resolve_prepacking(
-            settings.prepacked_weights, self._device, self._torch_dtype, dtype_asked=settings.dtype
+            settings.prepacked_weights, device=self._device, dtype=self._torch_dtype, dtype_asked=settings.dtype
         )
         if self._device.type == "cpu":
             torch.set_num_threads(settings.threads or default_threads())

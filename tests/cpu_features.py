@@ -1,0 +1,11 @@
+"""Skip markers for tests that need a CPU feature (shared by the engine's unit and model tests)."""
+
+from __future__ import annotations
+
+import pytest
+
+from embedserve.engine.prepacked import onednn_bf16_supported
+
+NEEDS_ONEDNN_BF16 = pytest.mark.skipif(
+    not onednn_bf16_supported(), reason="oneDNN has no bf16 kernels on this CPU: --prepacked-weights on cannot run here"
+)
