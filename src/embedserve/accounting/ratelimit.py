@@ -7,6 +7,7 @@ raises it, with the delay to wait, on a refusal; ``api/headers.py`` renders it a
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 
@@ -101,3 +102,14 @@ class RateLimiter:
 
     async def reset(self) -> None:
         await self._storage.reset()
+
+    async def aclose(self) -> None:
+        """Close the Redis client's connections (the in-memory storage holds none). ``limits`` gives its storages no
+        close of their own, so without this every stopped gateway left its sockets to the garbage collector."""
+        client = getattr(getattr(self._storage, "bridge", None), "storage", None)  # limits' redis-py client
+        close = getattr(client, "aclose", None)
+        if close is not None:
+            # A stopped or frozen Redis: the close is bounded (the client's socket timeouts) and may fail; the
+            # connections are dropped either way, and a failed close must not fail the shutdown.
+            with contextlib.suppress(Exception):
+                await close()

@@ -137,7 +137,10 @@ class StoreGateway:
                 len(self._unsettled),
             )
         finally:
-            await self.store.dispose()
+            try:
+                await self.limiter.aclose()
+            finally:
+                await self.store.dispose()
 
     async def authenticate(self, bearer: str | None) -> Principal:
         if not bearer:

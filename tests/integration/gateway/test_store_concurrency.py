@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import random
+import uuid
+from pathlib import Path
 
+import redis.asyncio as redis
 import sqlalchemy as sa
 
 from embedserve.accounting.schema import ledger
 from embedserve.accounting.store_gateway import StoreGateway
 from embedserve.errors import InsufficientQuotaError
-from tests.gateway_support import make_gateway
+from tests.gateway_support import make_gateway, upgraded
 
 N = 40
 CREDITS = 25
@@ -126,6 +129,33 @@ async def test_reserve_only_burst_admits_exactly_what_the_balance_covers(db_url:
     finally:
         for gateway in replicas:
             await gateway.stop()
-    # A clean stop refunds what never settled.
-    assert (await _ledger_sums(replicas[0], key.info.id)) == {"reconciled": 20}
-    assert (await replicas[0].keys.get(key.info.id)).credits == 20
+    # A clean stop refunds what never settled. Reading it reopens the stopped store's pool: dispose of it again.
+    try:
+        assert (await _ledger_sums(replicas[0], key.info.id)) == {"reconciled": 20}
+        assert (await replicas[0].keys.get(key.info.id)).credits == 20
+    finally:
+        await replicas[0].store.dispose()
+
+
+async def test_a_stopped_replica_closes_its_redis_connections(tmp_path: Path, redis_url: str) -> None:
+    """``stop`` closes the rate limiter's Redis client; the server names it, so Redis's CLIENT LIST shows it gone."""
+    db_url = f"sqlite+aiosqlite:///{tmp_path / 'embedserve.db'}"
+    await upgraded(db_url)
+    name = f"embedserve-test-{uuid.uuid4().hex[:12]}"
+    gateway = make_gateway(db_url, redis_url=f"{redis_url}?client_name={name}")
+    observer = redis.from_url(redis_url)
+
+    async def named() -> int:
+        return sum(1 for client in await observer.client_list() if client.get("name") == name)
+
+    try:
+        await gateway.start()
+        try:
+            key = await gateway.keys.create(name="limited", rpm=3)
+            await gateway.admit(await gateway.authenticate(key.secret), request_id="r", model="m", inputs=1, tokens=1)
+            assert await named() >= 1
+        finally:
+            await gateway.stop()
+        assert await named() == 0
+    finally:
+        await observer.aclose()
