@@ -5,21 +5,10 @@ from __future__ import annotations
 import io
 import json
 import logging
-from collections.abc import Iterator
 
 import pytest
 
 from embedserve.logs import ACCESS_LOGGER, configure_logging, log_request
-
-
-@pytest.fixture
-def restore_logging() -> Iterator[None]:
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
-    logging.getLogger("uvicorn.access").disabled = False
 
 
 def _access(logger: logging.Logger, **overrides: object) -> None:
@@ -31,7 +20,6 @@ def _access(logger: logging.Logger, **overrides: object) -> None:
     log_request(logger, **fields)  # type: ignore[arg-type]
 
 
-@pytest.mark.usefixtures("restore_logging")
 def test_json_format_writes_one_object_per_line_with_request_fields() -> None:
     stream = io.StringIO()
     configure_logging(level="info", fmt="json", stream=stream)
@@ -48,7 +36,6 @@ def test_json_format_writes_one_object_per_line_with_request_fields() -> None:
     assert "key_id" not in second and "tokens" not in second and second["status"] == 401
 
 
-@pytest.mark.usefixtures("restore_logging")
 def test_access_line_never_carries_input_text() -> None:
     secret = "my private medical history"
     stream = io.StringIO()
@@ -59,7 +46,6 @@ def test_access_line_never_carries_input_text() -> None:
     assert secret not in stream.getvalue()
 
 
-@pytest.mark.usefixtures("restore_logging")
 def test_text_format_appends_fields_as_key_value() -> None:
     stream = io.StringIO()
     configure_logging(level="info", fmt="text", stream=stream)
@@ -69,7 +55,6 @@ def test_text_format_appends_fields_as_key_value() -> None:
     assert "duration_ms=12.346" in line and "method=" not in line
 
 
-@pytest.mark.usefixtures("restore_logging")
 def test_server_errors_log_at_error_level_and_exceptions_are_serialised() -> None:
     stream = io.StringIO()
     configure_logging(level="warning", fmt="json", stream=stream)
@@ -84,7 +69,6 @@ def test_server_errors_log_at_error_level_and_exceptions_are_serialised() -> Non
     assert "RuntimeError: boom" in records[1]["exc_info"]
 
 
-@pytest.mark.usefixtures("restore_logging")
 def test_uvicorn_records_flow_through_ours_and_its_access_log_is_off() -> None:
     stream = io.StringIO()
     configure_logging(level="info", fmt="json", stream=stream)
@@ -94,7 +78,6 @@ def test_uvicorn_records_flow_through_ours_and_its_access_log_is_off() -> None:
     assert [r["logger"] for r in records] == ["uvicorn.error"]
 
 
-@pytest.mark.usefixtures("restore_logging")
 def test_loggers_another_library_disabled_speak_again_once_configured() -> None:
     for name in ("uvicorn.error", "embedserve.server"):  # what dictConfig(disable_existing_loggers=True) does
         logging.getLogger(name).disabled = True
