@@ -18,17 +18,14 @@ import numpy as np
 import pytest
 
 from embedserve.engine import Engine, EngineSettings
-from embedserve.engine.backends.torch import cpu_has_bf16, cpu_has_fast_int8
+from embedserve.engine.backends.torch import cpu_has_bf16
 from embedserve.settings import BackendName, DType, OnOffAuto
-from tests.cpu_features import NEEDS_ONEDNN_BF16
+from tests.cpu_features import NEEDS_FAST_INT8, NEEDS_ONEDNN_BF16
 from tests.model.corpus import RETRIEVAL_PASSAGES, RETRIEVAL_QUERIES, varied_sentences
 
 Pair = tuple[np.ndarray, np.ndarray]  # the corpus's vectors and the retrieval set's
 
 TIE = 0.0005
-NEEDS_FAST_INT8 = pytest.mark.skipif(
-    not cpu_has_fast_int8(), reason="no AVX512-VNNI or AMX on this CPU: the torch backend refuses --dtype int8 here"
-)
 
 
 @dataclass(frozen=True)

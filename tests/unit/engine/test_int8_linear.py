@@ -7,14 +7,12 @@ import pytest
 import torch
 from torch import nn
 
-from embedserve.engine.backends.torch import cpu_has_fast_int8
 from embedserve.engine.quant import Int8Linear, _quantize_rows
+from tests.cpu_features import NEEDS_FAST_INT8
 
 # Without VNNI/AMX, oneDNN's u8s8 kernel (AVX2 vpmaddubsw) saturates its int16 pair sums, so the product is not the
 # W8A8 arithmetic (seen on a Zen 3: errors up to 4.4 on outputs of ~1); the torch backend refuses int8 there too.
-pytestmark = pytest.mark.skipif(
-    not cpu_has_fast_int8(), reason="int8 is refused without AVX512-VNNI or AMX (oneDNN's AVX2 kernel saturates)"
-)
+pytestmark = NEEDS_FAST_INT8
 
 
 def reference(

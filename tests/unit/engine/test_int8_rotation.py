@@ -11,10 +11,10 @@ import pytest
 import torch
 from torch import nn
 
-from embedserve.engine.backends.torch import cpu_has_fast_int8
 from embedserve.engine.hadamard import HadamardRotation, fold_rotation, fwht, paley_hadamard, random_signs
 from embedserve.engine.int8_recipe import KINDS, RECIPES, Int8Recipe, linear_kind, quantize_encoder
 from embedserve.engine.quant import PER_TOKEN, ActScales, Int8Linear, _quantize_rows
+from tests.cpu_features import NEEDS_FAST_INT8
 
 
 def sylvester(n: int) -> torch.Tensor:
@@ -161,7 +161,7 @@ def test_a_recipe_rotates_every_linear_it_names(recipe: Int8Recipe) -> None:
     assert float(cos.min()) > 0.99
 
 
-@pytest.mark.skipif(not cpu_has_fast_int8(), reason="oneDNN's int8 kernel is refused without AVX512-VNNI or AMX")
+@NEEDS_FAST_INT8
 @pytest.mark.parametrize("rotate", [False, True])
 def test_emulation_computes_what_the_served_kernel_does(rotate: bool) -> None:
     gen = torch.Generator().manual_seed(11)

@@ -283,7 +283,15 @@ class TorchBackend:
         return sdpa_kernel(self.sdpa_backends) if self.sdpa_backends else contextlib.nullcontext()
 
     def _pooled(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        return pool(self.encoder(ids, mask), mask, mode=self._pooling, normalize=self._normalize)
+        return self._pool(self.encoder(ids, mask), mask)
+
+    def _pool(self, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return pool(hidden, mask, mode=self._pooling, normalize=self._normalize)
+
+    def _on_device(
+        self, input_ids: npt.NDArray[np.int64], attention_mask: npt.NDArray[np.int64]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        return torch.from_numpy(input_ids).to(self._device), torch.from_numpy(attention_mask).to(self._device)
 
     def forward(
         self, input_ids: npt.NDArray[np.int64], attention_mask: npt.NDArray[np.int64]
@@ -291,9 +299,7 @@ class TorchBackend:
         with torch.inference_mode(), self._kernels():
             if self.graphs is not None and (replayed := self.graphs.forward(input_ids, attention_mask)) is not None:
                 return replayed
-            ids = torch.from_numpy(input_ids).to(self._device)
-            mask = torch.from_numpy(attention_mask).to(self._device)
-            return self._pooled(ids, mask).cpu().numpy().astype(np.float32, copy=False)
+            return _numpy(self._pooled(*self._on_device(input_ids, attention_mask)))
 
     def forward_steps(
         self, input_ids: npt.NDArray[np.int64], attention_mask: npt.NDArray[np.int64]
@@ -301,8 +307,7 @@ class TorchBackend:
         """``forward`` one encoder layer per step (``BertEncoder.steps``): the same vectors, with a yield after each
         layer where the caller may run another pass. No torch context stays entered across a yield."""
         with torch.inference_mode():
-            ids = torch.from_numpy(input_ids).to(self._device)
-            mask = torch.from_numpy(attention_mask).to(self._device)
+            ids, mask = self._on_device(input_ids, attention_mask)
             layers = self.encoder.steps(ids, mask)
         while True:
             with torch.inference_mode(), self._kernels():
@@ -313,12 +318,15 @@ class TorchBackend:
                     break
             yield
         with torch.inference_mode():
-            out = pool(hidden, mask, mode=self._pooling, normalize=self._normalize)
-            return out.cpu().numpy().astype(np.float32, copy=False)
+            return _numpy(self._pool(hidden, mask))
 
     def close(self) -> None:
         if self._device.type == "cuda":
             torch.cuda.empty_cache()
+
+
+def _numpy(vectors: torch.Tensor) -> npt.NDArray[np.float32]:
+    return vectors.cpu().numpy().astype(np.float32, copy=False)
 
 
 def create_torch(model: LoadedModel, settings: EngineSettings) -> TorchBackend:
