@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Literal, Protocol, get_args
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -36,7 +36,8 @@ SHARED_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
 _OWN_FAMILIES = frozenset({"embedserve_queue_depth", "embedserve_queued_tokens"})
 
 ANONYMOUS_KEY = "anonymous"  # the key_id label when auth is off
-ABANDONED_HOW = ("skipped", "killed")  # the how label of embedserve_body_decodes_abandoned
+AbandonHow = Literal["skipped", "killed"]  # the how label of embedserve_body_decodes_abandoned
+ABANDONED_HOW: tuple[AbandonHow, ...] = get_args(AbandonHow)
 
 # Latencies: a request spans ~2 ms (one short text, small model) to tens of seconds (a full batch).
 REQUEST_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
@@ -269,7 +270,7 @@ def observe_ray_lines(metrics: Metrics, *, node: str, lines: int) -> None:
     metrics.ray_lines.labels(node=node).inc(lines)
 
 
-def observe_abandoned_decode(metrics: Metrics, *, how: Literal["skipped", "killed"]) -> None:
+def observe_abandoned_decode(metrics: Metrics, *, how: AbandonHow) -> None:
     """api/bodies.py, once per big body whose client hung up before its decode ended: ``how`` is ``skipped`` (it
     never began) or ``killed`` (its worker was killed); a decode left to finish is not counted."""
     metrics.body_decodes_abandoned.labels(how=how).inc()

@@ -20,7 +20,7 @@ import time
 from concurrent.futures import Future
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import orjson
@@ -31,7 +31,7 @@ from starlette.requests import ClientDisconnect, Request
 from embedserve import errors
 from embedserve.api.body_workers import StoppableWorker, stop_requested
 from embedserve.api.protocol import EmbeddingRequest
-from embedserve.metrics import Metrics, observe_abandoned_decode
+from embedserve.metrics import AbandonHow, Metrics, observe_abandoned_decode
 from embedserve.service import normalize_input
 
 logger = logging.getLogger(__name__)
@@ -291,7 +291,7 @@ def _unavailable() -> errors.ServiceUnavailableError:
 
 async def _abandon(
     worker: StoppableWorker, future: Future[tuple[str, Any]], job: asyncio.Future[tuple[str, Any]], *, started: float
-) -> Literal["skipped", "killed"] | None:
+) -> AbandonHow | None:
     """The client hung up: a decode not begun is skipped, one running is left until ``KILL_AFTER_S`` from when it
     could begin (submitted, and its worker up) to end, then killed; a worker not up within ``START_LIMIT_S`` is
     killed too. Returns once the worker is free or dead, so the slot is never handed on while it is busy: how the
