@@ -156,7 +156,7 @@ async def wait_disconnect(request: Request) -> None:
             return
 
 
-async def _done_first(job: asyncio.Future[Any], request: Request) -> bool:
+async def done_first(job: asyncio.Future[Any], request: Request) -> bool:
     """Wait for ``job`` or the client's hang-up, whichever comes first: True if the job did."""
     watcher = asyncio.ensure_future(wait_disconnect(request))
     try:
@@ -269,7 +269,7 @@ class BodyDecoder:
         job = asyncio.wrap_future(future)
         started = time.monotonic()
         try:
-            if client is None or await _done_first(job, client):
+            if client is None or await done_first(job, client):
                 return await job
             how = await _abandon(worker, future, job, started=started)
             if how is not None and self._metrics is not None:

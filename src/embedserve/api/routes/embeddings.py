@@ -14,7 +14,7 @@ from fastapi.responses import Response
 from embedserve import errors
 from embedserve.accounting.values import Principal
 from embedserve.api.access_log import current_record
-from embedserve.api.bodies import BodyDecoder, wait_disconnect
+from embedserve.api.bodies import BodyDecoder, done_first
 from embedserve.api.deps import get_engine, get_principal, get_service, request_id
 from embedserve.api.encoding import dumps, embedding_items
 from embedserve.api.headers import rate_limit_headers
@@ -37,16 +37,13 @@ async def _cancel_on_disconnect(request: Request, work: Awaitable[T]) -> T:
     Cancelled from outside (the shutdown timeout ran out) the work is cancelled too, and given a moment to refund,
     so a request that gets no result is never charged."""
     task = asyncio.ensure_future(work)
-    watcher = asyncio.ensure_future(wait_disconnect(request))
     try:
-        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+        done = await done_first(task, request)
     except BaseException:
         task.cancel()
         await asyncio.wait({task}, timeout=_SETTLE_GRACE_S)
         raise
-    finally:
-        watcher.cancel()
-    if not task.done():
+    if not done:
         task.cancel()
         await asyncio.wait({task}, timeout=_SETTLE_GRACE_S)
         raise errors.ClientDisconnectedError("The client closed the connection before the response was ready.")
