@@ -50,7 +50,7 @@ class EngineSettings(BaseModel):
     max_batch_size: int = Field(default=256, ge=1)
     batches_in_flight: int | None = Field(default=None, ge=1, le=4)  # None: 1 on CPU, 2 on CUDA
     cuda_graphs: bool = False  # torch on CUDA: replay captured passes for batches up to 4096 padded tokens
-    prepacked_weights: OnOffAuto = "auto"  # torch bf16 on CPU: weights reordered once for oneDNN (auto: on AMX CPUs)
+    prepacked_weights: OnOffAuto = "auto"  # torch bf16 on CPU: weights reordered once for oneDNN (auto: native bf16)
     max_queued_tokens: int = Field(default=2_000_000, ge=512)
     auto_truncate: bool = False
     query_instruction: str = BGE_QUERY_INSTRUCTION

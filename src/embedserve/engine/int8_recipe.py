@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from torch import nn
 
 from embedserve.engine.hadamard import HadamardRotation
+from embedserve.engine.prepacked import onednn_bf16_supported
 from embedserve.engine.quant import (
     PER_TOKEN,
     ActScales,
@@ -126,5 +127,8 @@ def quantize_encoder(
         emulate=emulate,
     )
     if recipe.float_ffn_out and bf16:
-        replace_linears(encoder, lambda name, linear: BF16Linear(linear) if is_ffn_output(name) else None)
+        prepack = onednn_bf16_supported()  # bit for bit the plain layer's sums, without the per-call weight reorder
+        replace_linears(
+            encoder, lambda name, linear: BF16Linear(linear, prepack=prepack) if is_ffn_output(name) else None
+        )
     return replaced

@@ -6,8 +6,9 @@ pass pays for reordering every weight into the layout the kernel reads. Reordere
 GELU, as a post-op of the FFN's first matmul, is applied to the fp32 sums before they are rounded to bf16, instead of
 as a pass of its own over a 4x-wide bf16 tensor.
 
-The attention's output projection (hidden x hidden) is left as it was: prepacked, that square shape ran 0.60-0.76x
-at 640-896 rows on an AMX Xeon (1.08-1.81x at other row counts), so it would slow short-text batches. Figures:
+On AMX CPUs the attention's output projection (hidden x hidden) is left as it was: prepacked, that square shape ran
+0.60-0.76x at 640-896 rows on an AMX Xeon (1.08-1.81x at other row counts), so it would slow short-text batches. On
+a Zen 5 (AVX512-BF16, no AMX) it ran 1.06-1.64x at every row count from 10 to 2048, and is prepacked too. Figures:
 docs/internals.md, "Prepacked weights".
 """
 
@@ -76,11 +77,11 @@ class PrepackedLinear(nn.Module):
         self._refuse("copied or pickled")
 
 
-def prepack_linears(encoder: BertEncoder) -> list[str]:
+def prepack_linears(encoder: BertEncoder, *, attention_output: bool) -> list[str]:
     """Fuse query, key and value into one projection (prepacked, 1024 x 3072 ran 1.06-1.66x faster than unpacked at
     every row count measured) and prepack it, the FFN's first matmul with its GELU, and its second; the attention's
-    output projection stays a plain ``nn.Linear`` (see the module's docstring). The encoder must be bf16 on the CPU.
-    Returns the names of the layers prepacked."""
+    output projection too where ``attention_output`` (not on AMX: see the module's docstring), else it stays a plain
+    ``nn.Linear``. The encoder must be bf16 on the CPU. Returns the names of the layers prepacked."""
     fuse_qkv(encoder)
     prepacked: list[str] = []
     for name, layer in encoder.named_modules():
@@ -92,6 +93,9 @@ def prepack_linears(encoder: BertEncoder) -> list[str]:
         intermediate.fuse_activation(PrepackedLinear(_linear(intermediate.dense), gelu=intermediate.approximate))
         layer.output.dense = PrepackedLinear(_linear(layer.output.dense))
         prepacked += [f"{name}.attention.self.qkv", f"{name}.intermediate.dense", f"{name}.output.dense"]
+        if attention_output:
+            layer.attention.output.dense = PrepackedLinear(_linear(layer.attention.output.dense))
+            prepacked.append(f"{name}.attention.output.dense")
     return prepacked
 
 

@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from embedserve.engine.hadamard import HadamardRotation, fold_rotation
+from embedserve.engine.prepacked import PrepackedLinear
 
 _QMAX = 127.0
 _ZERO_POINT = 128  # uint8 activations carry the symmetric int8 value + 128
@@ -262,13 +263,16 @@ def quantize_linears(
 
 
 class BF16Linear(nn.Module):
-    """An ``nn.Linear`` computed in bfloat16 inside an otherwise float32 network (the matmul int8 hurts most)."""
+    """An ``nn.Linear`` computed in bfloat16 inside an otherwise float32 network (the matmul int8 hurts most); with
+    ``prepack``, its weight prepacked for oneDNN (``engine/prepacked.py``: the same sums, without reordering the weight
+    on every call)."""
 
-    def __init__(self, linear: nn.Linear) -> None:
+    def __init__(self, linear: nn.Linear, *, prepack: bool = False) -> None:
         super().__init__()
-        self.inner = nn.Linear(linear.in_features, linear.out_features, bias=linear.bias is not None)
-        self.inner.load_state_dict(linear.state_dict())
-        self.inner.to(torch.bfloat16)
+        inner = nn.Linear(linear.in_features, linear.out_features, bias=linear.bias is not None)
+        inner.load_state_dict(linear.state_dict())
+        inner.to(torch.bfloat16)
+        self.inner: nn.Module = PrepackedLinear(inner) if prepack else inner
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.inner(x.to(torch.bfloat16)).to(x.dtype)  # type: ignore[no-any-return]

@@ -23,6 +23,7 @@ from embedserve.engine.batching import pad_batch
 from embedserve.engine.bert import Intermediate, SelfAttention
 from embedserve.engine.loading import BertConfig, load_model
 from embedserve.engine.prepacked import PrepackedLinear
+from embedserve.engine.quant import BF16Linear
 from embedserve.engine.tokenizer import WordPieceTokenizer
 from embedserve.errors import InvalidRequestError
 from embedserve.settings import EngineSettings, OnOffAuto
@@ -111,7 +112,11 @@ def _backend(model_dir: Path, prepack: OnOffAuto) -> TorchBackend:
 
 
 @NEEDS_ONEDNN_BF16
-def test_prepacking_the_model_keeps_its_vectors(minilm_model_dir: Path) -> None:
+@pytest.mark.parametrize("amx", [True, False])
+def test_prepacking_the_model_keeps_its_vectors(
+    minilm_model_dir: Path, monkeypatch: pytest.MonkeyPatch, amx: bool
+) -> None:
+    monkeypatch.setattr(torch_backend, "cpu_has_amx", lambda: amx)
     plain, packed = _backend(minilm_model_dir, "off"), _backend(minilm_model_dir, "on")
     assert not plain.prepacked and packed.prepacked
     layers = dict(packed.encoder.named_modules())
@@ -119,7 +124,9 @@ def test_prepacking_the_model_keeps_its_vectors(minilm_model_dir: Path) -> None:
     assert isinstance(layers["encoder.layer.5.intermediate.dense"], PrepackedLinear)
     assert isinstance(layers["encoder.layer.5.intermediate.act"], nn.Identity)  # the GELU moved into the matmul
     assert isinstance(layers["encoder.layer.5.output.dense"], PrepackedLinear)
-    assert type(layers["encoder.layer.0.attention.output.dense"]) is nn.Linear  # the square projection stays plain
+    # the square projection is prepacked too, except on AMX, where oneDNN's packed kernel is slower at 640-896 rows
+    square = layers["encoder.layer.0.attention.output.dense"]
+    assert type(square) is (nn.Linear if amx else PrepackedLinear)
     assert all(m.qkv is not None for m in packed.encoder.modules() if isinstance(m, SelfAttention))
 
     model = load_model(EngineSettings(model=str(minilm_model_dir)))
@@ -130,11 +137,11 @@ def test_prepacking_the_model_keeps_its_vectors(minilm_model_dir: Path) -> None:
     assert cos.min() >= 0.9999, cos  # both bf16; the prepacked one rounds the GELU's input once less
 
 
-@pytest.mark.parametrize("amx", [True, False])
-def test_auto_prepacks_bf16_on_amx_cpus_only(monkeypatch: pytest.MonkeyPatch, amx: bool) -> None:
-    monkeypatch.setattr(torch_backend, "cpu_has_amx", lambda: amx)
-    monkeypatch.setattr(prepacked, "onednn_bf16_supported", lambda: True)
-    assert resolve_prepacking("auto", device=CPU, dtype=BF16, dtype_asked="auto") is amx
+@pytest.mark.parametrize("native_bf16", [True, False])
+def test_auto_prepacks_bf16_on_cpus_with_native_bf16_only(monkeypatch: pytest.MonkeyPatch, native_bf16: bool) -> None:
+    monkeypatch.setattr(torch_backend, "cpu_has_bf16", lambda: native_bf16)
+    monkeypatch.setattr(prepacked, "onednn_bf16_supported", lambda: True)  # emulated bf16 (AVX-512 without BF16)
+    assert resolve_prepacking("auto", device=CPU, dtype=BF16, dtype_asked="bfloat16") is native_bf16
     assert resolve_prepacking("auto", device=CPU, dtype=torch.float32, dtype_asked="auto") is False
     assert resolve_prepacking("auto", device=CPU, dtype=torch.int8, dtype_asked="int8") is False
     assert resolve_prepacking("auto", device=torch.device("cuda"), dtype=torch.float16, dtype_asked="auto") is False
@@ -182,3 +189,25 @@ def test_the_serve_flag_fails_with_one_line_where_it_cannot_apply(
     assert code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--prepacked-weights on is for bfloat16 on a CPU, not float32 on cpu" in err[0], err
+
+
+@NEEDS_ONEDNN_BF16
+def test_the_int8_models_bf16_ffn_out_is_prepacked_and_unchanged(minilm_model_dir: Path) -> None:
+    """``--dtype int8`` keeps the FFN's down projection in bf16 (BF16Linear), prepacked wherever oneDNN runs bf16:
+    the same sums as the plain bf16 layer, bit for bit, on fp32 input and output."""
+    linear = _layer(64, 24)
+    plain, packed = BF16Linear(linear), BF16Linear(linear, prepack=True)
+    assert isinstance(packed.inner, PrepackedLinear) and type(plain.inner) is nn.Linear
+    x = torch.randn(2, 37, 64)
+    with torch.inference_mode():
+        out = packed(x)
+        assert out.dtype == torch.float32 and out.shape == (2, 37, 24)
+        assert torch.equal(out, plain(x))
+
+    settings = EngineSettings(model=str(minilm_model_dir), backend="torch", dtype="int8", device="cpu")
+    if not torch_backend.cpu_has_fast_int8():
+        pytest.skip("the int8 backend needs AVX512-VNNI or AMX")
+    int8 = TorchBackend(load_model(settings), settings)
+    assert not int8.prepacked  # the flag is about the bf16 model; the int8 model's bf16 layer is always prepacked
+    ffn_out = dict(int8.encoder.named_modules())["encoder.layer.5.output.dense"]
+    assert isinstance(ffn_out, BF16Linear) and isinstance(ffn_out.inner, PrepackedLinear)

@@ -68,16 +68,16 @@ def cpu_has_amx() -> bool:
 
 
 def resolve_prepacking(requested: str, *, device: torch.device, dtype: torch.dtype, dtype_asked: str) -> bool:
-    """Whether to prepack the linears for oneDNN (engine/prepacked.py). ``auto``: on AMX CPUs running bf16, where it
-    was measured faster; other CPUs with native bf16 (AVX512-BF16 without AMX) have not been measured with it yet, so
-    they keep today's path. ``on`` wherever torch runs bf16 on a CPU, and refused, in one line, elsewhere."""
+    """Whether to prepack the linears for oneDNN (engine/prepacked.py). ``auto``: on CPUs with native bf16 (AMX or
+    AVX512-BF16) running bf16, where it was measured faster (an AMX Xeon and a Zen 5), not where bf16 is emulated.
+    ``on`` wherever torch runs bf16 on a CPU, and refused, in one line, elsewhere."""
     from embedserve.engine.prepacked import onednn_bf16_supported
 
     if requested == "off":
         return False
     applies = device.type == "cpu" and dtype == torch.bfloat16
     if requested == "auto":
-        return applies and cpu_has_amx() and onednn_bf16_supported()
+        return applies and cpu_has_bf16() and onednn_bf16_supported()
     if not applies:
         chosen = f"{str(dtype).removeprefix('torch.')} on {device.type}"
         if dtype_asked == "auto" and device.type == "cpu":
@@ -260,7 +260,8 @@ class TorchBackend:
         if self.prepacked:
             from embedserve.engine.prepacked import prepack_linears
 
-            logger.info("prepacked weights: %d linear layers packed for oneDNN", len(prepack_linears(self.encoder)))
+            packed = prepack_linears(self.encoder, attention_output=not cpu_has_amx())
+            logger.info("prepacked weights: %d linear layers packed for oneDNN", len(packed))
         if self._device.type == "cpu":
             pretranspose_fp32_linears(self.encoder)  # fp32 layers only: bf16's and int8's own kernels are left alone
         else:
