@@ -3,7 +3,7 @@
 ``--dtype auto`` picks bfloat16 weights on CPUs with native bf16 (AVX512-BF16 or AMX; measured parity on MiniLM: min
 cosine 0.99983-0.99986 vs fp32 over 520 sentences, see docs/performance.md, "Fidelity"), float32 on other CPUs,
 float16 on CUDA. ``int8`` is opt-in (measured min cosine 0.99935-0.99938; far slower than bf16 on AMX, 0.97-1.22x
-bf16 through HTTP on a Zen 4, 1.07-1.25x on a Zen 5) and refused on CPUs without AVX512-VNNI or AMX, where torch's
+bf16 through HTTP on a Zen 4, 0.98-1.08x prepacked bf16 on a Zen 5) and refused on CPUs without AVX512-VNNI or AMX, where torch's
 int8 matmul has no fast kernel.
 Runs under ``torch.inference_mode`` on the engine's single inference thread.
 """
