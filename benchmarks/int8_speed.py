@@ -43,6 +43,7 @@ from embedserve.engine.hadamard import HadamardRotation  # noqa: E402
 from embedserve.engine.int8_recipe import RECIPES  # noqa: E402
 from embedserve.engine.loading import load_model  # noqa: E402
 from embedserve.engine.memory import configure_allocator  # noqa: E402
+from embedserve.engine.prepacked import onednn_bf16_supported  # noqa: E402
 from embedserve.engine.quant import BF16Linear, Int8Linear  # noqa: E402
 from embedserve.settings import EngineSettings  # noqa: E402
 
@@ -76,7 +77,8 @@ def ffn_out_layer(rows: int) -> None:
     outliers = torch.arange(16)
     rotation = HadamardRotation(4096)
     layers = {
-        "bf16 (today's recipe)": BF16Linear(linear),
+        "bf16, plain": BF16Linear(linear),
+        "bf16, prepacked (today's recipe)": BF16Linear(linear, prepack=onednn_bf16_supported()),
         "int8, smoothed + 16 outliers, no rotation": Int8Linear(linear, smooth, outliers),
         "int8, rotated, smoothed + 16 outliers": Int8Linear(linear, smooth, outliers, rotation=rotation),
     }

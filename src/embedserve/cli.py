@@ -66,8 +66,8 @@ _ENGINE_FLAGS: dict[str, dict[str, Any]] = {
     "--prepacked-weights": {
         "choices": ["auto", "on", "off"],
         "help": "torch bfloat16 on CPU: reorder most projections' weights once at load into oneDNN's layout and fuse "
-        "the FFN's GELU into its matmul (default auto: on CPUs with native bf16, AMX or AVX512-BF16, where it was "
-        "measured faster; docs/internals.md)",
+        "the FFN's GELU into its matmul (default auto: on CPUs with native bf16, AMX or AVX512-BF16; measured faster "
+        "on an AMX Xeon and a Zen 5; docs/internals.md). --dtype int8 always prepacks its one bf16 layer",
     },
     "--max-queued-tokens": {"type": int, "help": "queue bound; past it requests get 503 with Retry-After"},
     "--auto-truncate": {

@@ -192,21 +192,26 @@ def test_the_serve_flag_fails_with_one_line_where_it_cannot_apply(
 
 
 @NEEDS_ONEDNN_BF16
-def test_the_int8_models_bf16_ffn_out_is_prepacked_and_unchanged(minilm_model_dir: Path) -> None:
+@pytest.mark.parametrize(("in_features", "out_features", "rows"), [(64, 24, 37), (4096, 1024, 300)])
+def test_the_int8_models_bf16_layer_is_prepacked_bit_for_bit(in_features: int, out_features: int, rows: int) -> None:
     """``--dtype int8`` keeps the FFN's down projection in bf16 (BF16Linear), prepacked wherever oneDNN runs bf16:
-    the same sums as the plain bf16 layer, bit for bit, on fp32 input and output."""
-    linear = _layer(64, 24)
+    the same sums as the plain bf16 layer, bit for bit, on fp32 input and output (bge-large's 4096 x 1024 too)."""
+    linear = _layer(in_features, out_features)
     plain, packed = BF16Linear(linear), BF16Linear(linear, prepack=True)
     assert isinstance(packed.inner, PrepackedLinear) and type(plain.inner) is nn.Linear
-    x = torch.randn(2, 37, 64)
+    x = torch.randn(2, rows, in_features)
     with torch.inference_mode():
         out = packed(x)
-        assert out.dtype == torch.float32 and out.shape == (2, 37, 24)
+        assert out.dtype == torch.float32 and out.shape == (2, rows, out_features)
         assert torch.equal(out, plain(x))
 
+
+@pytest.mark.skipif(
+    not (torch_backend.cpu_has_fast_int8() and torch_backend.cpu_has_bf16()),
+    reason="the int8 model keeps a bf16 layer only on CPUs with fast int8 (AVX512-VNNI or AMX) and native bf16",
+)
+def test_the_int8_model_prepacks_its_bf16_layer(minilm_model_dir: Path) -> None:
     settings = EngineSettings(model=str(minilm_model_dir), backend="torch", dtype="int8", device="cpu")
-    if not torch_backend.cpu_has_fast_int8():
-        pytest.skip("the int8 backend needs AVX512-VNNI or AMX")
     int8 = TorchBackend(load_model(settings), settings)
     assert not int8.prepacked  # the flag is about the bf16 model; the int8 model's bf16 layer is always prepacked
     ffn_out = dict(int8.encoder.named_modules())["encoder.layer.5.output.dense"]

@@ -3,8 +3,8 @@
 ``--dtype auto`` picks bfloat16 weights on CPUs with native bf16 (AVX512-BF16 or AMX; measured parity on MiniLM: min
 cosine 0.99983-0.99986 vs fp32 over 520 sentences, see docs/performance.md, "Fidelity"), float32 on other CPUs,
 float16 on CUDA. ``int8`` is opt-in (measured min cosine 0.99935-0.99938; far slower than bf16 on AMX, 0.97-1.22x
-bf16 through HTTP on a Zen 4, 0.98-1.08x prepacked bf16 on a Zen 5) and refused on CPUs without AVX512-VNNI or AMX, where torch's
-int8 matmul has no fast kernel.
+bf16 through HTTP on a Zen 4, 0.98-1.08x prepacked bf16 on a Zen 5) and refused on CPUs without AVX512-VNNI or AMX,
+where torch's int8 matmul has no fast kernel.
 Runs under ``torch.inference_mode`` on the engine's single inference thread.
 """
 
@@ -23,6 +23,7 @@ import torch
 from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
+from embedserve.engine import prepacked
 from embedserve.engine.bert import BertEncoder, fuse_qkv, init_dummy_weights, load_state
 from embedserve.engine.graphs import GRAPH_MAX_TOKENS, CudaGraphs, graph_buckets
 from embedserve.engine.int8_recipe import SMOOTHED_FLOAT_FFN_OUT, Int8Recipe, quantize_encoder
@@ -69,10 +70,9 @@ def cpu_has_amx() -> bool:
 
 def resolve_prepacking(requested: str, *, device: torch.device, dtype: torch.dtype, dtype_asked: str) -> bool:
     """Whether to prepack the linears for oneDNN (engine/prepacked.py). ``auto``: on CPUs with native bf16 (AMX or
-    AVX512-BF16) running bf16, where it was measured faster (an AMX Xeon and a Zen 5), not where bf16 is emulated.
-    ``on`` wherever torch runs bf16 on a CPU, and refused, in one line, elsewhere."""
-    from embedserve.engine.prepacked import onednn_bf16_supported
-
+    AVX512-BF16) running bf16 (measured faster on an AMX Xeon and a Zen 5; a Zen 4 has not been measured), not where
+    bf16 is emulated. ``on`` wherever torch runs bf16 on a CPU, and refused, in one line, elsewhere."""
+    onednn_bf16_supported = prepacked.onednn_bf16_supported
     if requested == "off":
         return False
     applies = device.type == "cpu" and dtype == torch.bfloat16
@@ -258,9 +258,7 @@ class TorchBackend:
         else:
             self.encoder = build_encoder(model).to(device=self._device, dtype=self._torch_dtype)
         if self.prepacked:
-            from embedserve.engine.prepacked import prepack_linears
-
-            packed = prepack_linears(self.encoder, attention_output=not cpu_has_amx())
+            packed = prepacked.prepack_linears(self.encoder, attention_output=not cpu_has_amx())
             logger.info("prepacked weights: %d linear layers packed for oneDNN", len(packed))
         if self._device.type == "cpu":
             pretranspose_fp32_linears(self.encoder)  # fp32 layers only: bf16's and int8's own kernels are left alone
