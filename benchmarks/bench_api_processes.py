@@ -26,11 +26,11 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_http import (
-    Server,
     Workload,
     drive,
     replica_tokenizer,
     single_request_ms,
+    start_bench_server,
     workloads,
     write_replica,
 )
@@ -78,8 +78,8 @@ def main() -> None:
     print(f"# {len(os.sched_getaffinity(0))} cores, load avg {os.getloadavg()}, replica {model_dir}")
     extra = ["--auto-truncate"]  # MiniLM's context is 256 tokens: the long workload is cut, alike on both
     servers = {
-        "one process": Server(model_dir, backend, dtype, work / "one.log", extra),
-        f"{n} API processes": Server(
+        "one process": start_bench_server(model_dir, backend, dtype, work / "one.log", extra),
+        f"{n} API processes": start_bench_server(
             model_dir, backend, dtype, work / "multi.log", [*extra, "--api-processes", str(n)]
         ),
     }
@@ -114,7 +114,7 @@ def main() -> None:
         print(f"# load avg after: {os.getloadavg()}")
     finally:
         for s in servers.values():
-            s.stop()
+            s.terminate(timeout=60)
         shutil.rmtree(work, ignore_errors=True)
 
 

@@ -30,6 +30,7 @@ import tempfile
 import time
 import traceback
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -72,7 +73,11 @@ def fixed_shapes(model_dir: Path, device: str, dtypes: list[str], seconds: float
         for seq, batch in shapes:
             ids = rng.integers(1000, 20000, size=(batch, seq), dtype=np.int64)
             mask = np.ones_like(ids)
-            tps = rate(lambda b=backend, ids=ids, mask=mask: b.forward(ids, mask).shape[0] * ids.shape[1], seconds)
+
+            def work(b: Backend = backend, ids: np.ndarray = ids, mask: np.ndarray = mask) -> int:
+                return int(b.forward(ids, mask).shape[0] * ids.shape[1])  # numpy types shape as Any
+
+            tps = rate(work, seconds)
             cells.append(f"{tps:,.0f}")
         print(f"| {backend.dtype} | " + " | ".join(cells) + " |")
         backend.close()
@@ -112,8 +117,8 @@ def cuda_graphs(model_dir: Path, device: str, dtype: str, reps: int) -> None:
         mask = np.ones_like(ids)
         a, b = eager.forward(ids, mask), graphed.forward(ids, mask)
         cos = float(np.sum(a * b, axis=1).min())
-        e_ms = median_ms(lambda i=ids, m=mask: eager.forward(i, m), reps)
-        g_ms = median_ms(lambda i=ids, m=mask: graphed.forward(i, m), reps)
+        e_ms = median_ms(partial(eager.forward, ids, mask), reps)
+        g_ms = median_ms(partial(graphed.forward, ids, mask), reps)
         print(f"| {rows} x {seq} | {e_ms:.2f} | {g_ms:.2f} | {e_ms / g_ms:.2f}x | {cos:.6f} |")
     eager.close()
     graphed.close()
@@ -121,7 +126,8 @@ def cuda_graphs(model_dir: Path, device: str, dtype: str, reps: int) -> None:
 
 def sorted_batches(encodings: list[Encoding], budget: int, pad_id: int) -> list[tuple[np.ndarray, np.ndarray]]:
     """Length-sorted batches whose padded cost (longest x count) stays within ``budget``."""
-    batches, current = [], []
+    batches: list[tuple[np.ndarray, np.ndarray]] = []
+    current: list[Encoding] = []
     for enc in sorted(encodings, key=lambda e: e.length):
         if current and enc.length * (len(current) + 1) > budget:
             batches.append(pad_batch(current, pad_id=pad_id))
@@ -186,7 +192,7 @@ def shape_churn(model_dir: Path, device: str, dtype: str, batches_per_variant: i
     seen: set[tuple[int, int]] = set()
 
     def fresh(n: int) -> list[tuple[np.ndarray, np.ndarray]]:
-        out = []
+        out: list[tuple[np.ndarray, np.ndarray]] = []
         while len(out) < n:
             shape = (int(rng.integers(1, 17)), int(rng.integers(10, 513)))
             if shape not in seen:
@@ -261,9 +267,12 @@ def versus_sentence_transformers(model_dir: Path, device: str, loads: list[Workl
         if half:
             st.half()
         for w in loads:
-            rows.setdefault(label, {})[w.name] = rate(
-                lambda w=w, st=st: (st.encode(w.texts, batch_size=32), tokens[w.name])[1], seconds
-            )
+
+            def encode(w: Workload = w, st: SentenceTransformer = st) -> int:
+                st.encode(w.texts, batch_size=32)
+                return tokens[w.name]
+
+            rows.setdefault(label, {})[w.name] = rate(encode, seconds)
         del st
         if device.startswith("cuda"):
             torch.cuda.empty_cache()
@@ -300,7 +309,7 @@ def main() -> None:
         print(f"# {name}, torch {torch.__version__}; workloads: "
               + ", ".join(f"{w.name} {len(w.texts)} texts" for w in loads))  # fmt: skip
         dtypes = args.dtypes.split(",")
-        sections = {
+        sections: dict[str, Callable[[], None]] = {
             "churn": lambda: shape_churn(model_dir, args.device, dtypes[0], args.churn_batches),
             "shapes": lambda: fixed_shapes(model_dir, args.device, dtypes, args.seconds),
             "packing": lambda: packing(model_dir, args.device, dtypes[0], loads, args.seconds),

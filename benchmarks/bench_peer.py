@@ -19,18 +19,21 @@ import signal
 import statistics
 import subprocess
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import numpy as np
 
+if TYPE_CHECKING:  # for annotations only: bench_http imports this module (lazily, for --infinity)
+    from bench_http import Workload
+
 SINGLE_CONCURRENCY = 64
 
 
-def single_load(short: Any) -> Any:
+def single_load(short: Workload) -> Workload:
     """The ``single`` workload: bench_http's short texts, one per request (sent from ``SINGLE_CONCURRENCY`` clients)."""
     return replace(short, name="single", per_request=1)
 
@@ -38,7 +41,8 @@ def single_load(short: Any) -> Any:
 INFINITY_BATCH = 32  # its default; sentence-transformers' baseline uses the same
 
 
-Drive = Callable[[str, Any, int], Awaitable[tuple[int, float, list[float]]]]
+# bench_http.drive; a coroutine function, as asyncio.run needs (not just any awaitable)
+Drive = Callable[[str, "Workload", int], Coroutine[Any, Any, tuple[int, float, list[float]]]]
 
 
 class InfinityServer:
@@ -82,14 +86,14 @@ class Side:
     p99_ms: float
 
 
-def measure(drive: Drive, url: str, load: Any, tokens: int, concurrency: int) -> tuple[float, list[float]]:
+def measure(drive: Drive, url: str, load: Workload, tokens: int, concurrency: int) -> tuple[float, list[float]]:
     """One pass: tokens/s by our count of the texts' tokens (not the server's ``usage``), and the latencies."""
     _, seconds, latencies = asyncio.run(drive(url, load, concurrency))
     return tokens / seconds, latencies
 
 
 def compare(
-    *, drive: Drive, ours: str, theirs: str, loads: Sequence[Any], tokens_of: dict[str, int], concurrency: int,
+    *, drive: Drive, ours: str, theirs: str, loads: Sequence[Workload], tokens_of: dict[str, int], concurrency: int,
     repeat: int,
 ) -> list[tuple[str, Side, Side]]:  # fmt: skip
     """Per workload (and ``single``): alternating passes, ours then theirs, ``repeat`` times; medians."""

@@ -20,6 +20,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -84,7 +85,7 @@ def ffn_out_layer(rows: int) -> None:
     }
     with torch.inference_mode():
         for name, layer in layers.items():
-            print(f"  {name:<44} {ms(lambda layer=layer: layer(x)):7.1f} ms")
+            print(f"  {name:<44} {ms(partial(layer, x)):7.1f} ms")
         print(f"  {'the rotation alone':<44} {ms(lambda: rotation(x)):7.1f} ms")
 
 
