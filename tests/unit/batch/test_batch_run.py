@@ -20,8 +20,8 @@ from embedserve.batch.sources import Source
 from embedserve.engine.engine import Engine
 from embedserve.settings import EngineSettings, Settings
 from tests.paths import REFERENCE_DIR
+from tests.serverproc import server_env
 
-REPO = Path(__file__).resolve().parents[3]
 FAKE = ["--model", str(REFERENCE_DIR), "--backend", "fake"]
 TEXTS = [f"passage {i}: " + "about vectors " * (i % 4 + 1) for i in range(23)]
 
@@ -31,9 +31,11 @@ def _reference(texts: list[str]) -> np.ndarray[Any, Any]:
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
-    env = {"PYTHONPATH": str(REPO / "src"), "PATH": "/usr/bin:/bin"}
+    """``embedserve batch run`` in a subprocess with this process's environment: the vectors are compared bit for bit
+    with ``_reference``'s, and numpy's BLAS picks its kernel from the environment (``OPENBLAS_CORETYPE``), so a
+    stripped one gave 1-ulp differences on a Zen 5."""
     return subprocess.run([sys.executable, "-m", "embedserve", "batch", "run", *args, *FAKE],
-                          capture_output=True, text=True, timeout=120, env=env)  # fmt: skip
+                          capture_output=True, text=True, timeout=120, env=server_env())  # fmt: skip
 
 
 def test_corpus_parquet_round_trip(tmp_path: Path) -> None:
