@@ -227,6 +227,9 @@ class BatchWorker:
         self.driver = driver
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        # A job's lease keeper and its claim's release run in tasks of their own, which a cancel of the worker does
+        # not end: stop() waits for them, since the store they use is disposed next.
+        self._trailing: set[asyncio.Task[Any]] = set()
         self._stopping = False
         self._store_down = False
 
@@ -242,10 +245,25 @@ class BatchWorker:
             self._stopping = True
             self._task.cancel()
             # Bounded: a cancellation swallowed inside a database driver must not hang the server's shutdown.
+            deadline = asyncio.get_running_loop().time() + STOP_TIMEOUT_S
             await asyncio.wait({self._task}, timeout=STOP_TIMEOUT_S)
             if not self._task.done():
                 logger.warning("batch worker did not stop within %.0f s; leaving it", STOP_TIMEOUT_S)
             self._task = None
+            # Then what it left running (a release the cancel cut the wait for): otherwise its connection goes back
+            # to a pool already disposed, and is never closed.
+            if self._trailing:
+                await asyncio.wait(set(self._trailing), timeout=max(0.0, deadline - asyncio.get_running_loop().time()))
+
+    def _trail(self, task: asyncio.Task[Any]) -> asyncio.Task[Any]:
+        self._trailing.add(task)
+        task.add_done_callback(self._trailed)
+        return task
+
+    def _trailed(self, task: asyncio.Task[Any]) -> None:
+        self._trailing.discard(task)
+        if not task.cancelled():
+            task.exception()  # retrieved: a failed release is not reported (the lease runs out instead)
 
     async def _loop(self) -> None:
         config = self.driver.config
@@ -271,7 +289,7 @@ class BatchWorker:
             await self._work(job)
 
     async def _work(self, job: JobRecord) -> None:
-        keeper = asyncio.create_task(self._keep(job.id))
+        keeper = self._trail(asyncio.create_task(self._keep(job.id)))
         backing_off = False
         try:
             await self.driver.drive(job)
@@ -293,8 +311,9 @@ class BatchWorker:
         finally:
             keeper.cancel()
             if not backing_off:
+                release = self._trail(asyncio.create_task(self.driver.jobs.release(job.id, holder=self.driver.holder)))
                 with contextlib.suppress(Exception, asyncio.CancelledError):
-                    await asyncio.shield(self.driver.jobs.release(job.id, holder=self.driver.holder))
+                    await asyncio.shield(release)
 
     async def _explain_lost(self, job_id: str) -> None:
         """A step changed nothing because the job is not as this worker left it: another replica holds it now, or it
