@@ -29,6 +29,20 @@ async def upload(client: httpx.AsyncClient, content: bytes, *, name: str = "in.j
     return result
 
 
+async def create_batch(http: httpx.AsyncClient, secret: str, custom_id: str, *, text: str | None = None) -> str:
+    """Upload one request line (its input ``text``, or "text of <custom_id>") as ``secret`` and create its batch."""
+    content = jsonl([request_line(custom_id, {"input": text or f"text of {custom_id}"})])
+    upload = await http.post(
+        "/v1/files", files={"file": ("in.jsonl", content)}, data={"purpose": "batch"}, headers=bearer(secret)
+    )
+    assert upload.status_code == 200, upload.text
+    created = await http.post("/v1/batches", json={"input_file_id": upload.json()["id"], **CREATE},
+                              headers=bearer(secret))  # fmt: skip
+    assert created.status_code == 200, created.text
+    batch_id: str = created.json()["id"]
+    return batch_id
+
+
 async def wait_for(client: httpx.AsyncClient, batch_id: str, *, until: Callable[[dict[str, Any]], bool],
                    timeout: float = 60, headers: dict[str, str] | None = None) -> dict[str, Any]:  # fmt: skip
     import asyncio

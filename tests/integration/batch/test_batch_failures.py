@@ -15,7 +15,7 @@ from embedserve.batch.lines import BatchLine, LineOutcome
 from embedserve.batch.owner import Owner
 from embedserve.batch.tables import files
 from embedserve.errors import NotFoundError
-from tests.integration.batch.conftest import ADMIN, CREATE, bearer, finished, jsonl, request_line, wait_for
+from tests.integration.batch.conftest import ADMIN, bearer, create_batch, finished, jsonl, request_line, wait_for
 
 ADMIN_OWNER = Owner(key_id=None, admin=True)
 
@@ -25,19 +25,6 @@ async def _key(app: Any, **options: Any) -> tuple[str, str]:
     return created.info.id, created.secret
 
 
-async def _create(http: httpx.AsyncClient, secret: str, custom_id: str) -> str:
-    content = jsonl([request_line(custom_id, {"input": f"text of {custom_id}"})])
-    upload = await http.post(
-        "/v1/files", files={"file": ("in.jsonl", content)}, data={"purpose": "batch"}, headers=bearer(secret)
-    )
-    assert upload.status_code == 200, upload.text
-    created = await http.post("/v1/batches", json={"input_file_id": upload.json()["id"], **CREATE},
-                              headers=bearer(secret))  # fmt: skip
-    assert created.status_code == 200, created.text
-    batch_id: str = created.json()["id"]
-    return batch_id
-
-
 async def test_a_key_revoked_before_validation_fails_its_job_and_the_next_job_runs(
     auth_app: Any, http: httpx.AsyncClient
 ) -> None:
@@ -45,8 +32,8 @@ async def test_a_key_revoked_before_validation_fails_its_job_and_the_next_job_ru
     await bulk.worker.stop()
     revoked_id, revoked = await _key(auth_app, credits=100)
     _, other = await _key(auth_app, credits=100)
-    first = await _create(http, revoked, "a")
-    second = await _create(http, other, "b")
+    first = await create_batch(http, revoked, "a")
+    second = await create_batch(http, other, "b")
     await auth_app.state.gateway.keys.revoke(revoked_id)
     bulk.worker.start()
     done = await wait_for(http, second, until=finished, headers=bearer(other), timeout=30)
@@ -63,8 +50,8 @@ async def test_a_job_whose_input_file_vanished_fails_and_the_next_job_runs(
     bulk = auth_app.state.batches
     await bulk.worker.stop()
     _, secret = await _key(auth_app, credits=100)
-    first = await _create(http, secret, "a")
-    second = await _create(http, secret, "b")
+    first = await create_batch(http, secret, "a")
+    second = await create_batch(http, secret, "b")
     job = await bulk.jobs.reload(first)
     async with bulk.store.begin() as conn:  # as a delete that raced the create would have left it
         await conn.execute(sa.delete(files).where(files.c.id == job.input_file_id))
@@ -92,8 +79,8 @@ async def test_a_job_failing_again_and_again_backs_off_then_fails_and_gives_its_
 
     monkeypatch.setattr(driver.lines, "run_many", flaky)
     key_id, secret = await _key(auth_app, credits=100)
-    first = await _create(http, secret, "a")
-    second = await _create(http, secret, "b")
+    first = await create_batch(http, secret, "a")
+    second = await create_batch(http, secret, "b")
     assert (await wait_for(http, second, until=finished, headers=bearer(secret), timeout=30))["status"] == "completed"
     failed = await wait_for(http, first, until=finished, headers=bearer(secret), timeout=30)
     assert failed["status"] == "failed" and failed["errors"]["data"][0]["code"] == "server_error"

@@ -12,7 +12,7 @@ import pytest
 import sqlalchemy as sa
 
 from embedserve.batch.tables import jobs
-from tests.integration.batch.conftest import ADMIN, CREATE, bearer, jsonl, request_line
+from tests.integration.batch.conftest import ADMIN, create_batch
 
 
 async def test_a_stop_during_a_claims_release_waits_for_it(
@@ -29,14 +29,7 @@ async def test_a_stop_during_a_claims_release_waits_for_it(
         await release(job_id, holder=holder)
 
     monkeypatch.setattr(job_store, "release", held_release)
-    content = jsonl([request_line("a", {"input": "one line"})])
-    upload = await http.post(
-        "/v1/files", files={"file": ("in.jsonl", content)}, data={"purpose": "batch"}, headers=bearer(ADMIN)
-    )
-    assert upload.status_code == 200, upload.text
-    created = await http.post("/v1/batches", json={"input_file_id": upload.json()["id"], **CREATE},
-                              headers=bearer(ADMIN))  # fmt: skip
-    assert created.status_code == 200, created.text
+    batch_id = await create_batch(http, ADMIN, "a", text="one line")
     await asyncio.wait_for(releasing.wait(), timeout=30)  # the job ran; the worker gives its claim back
 
     stopping = asyncio.create_task(bulk.worker.stop())
@@ -46,5 +39,5 @@ async def test_a_stop_during_a_claims_release_waits_for_it(
     await asyncio.wait_for(stopping, timeout=10)
 
     async with bulk.store.begin() as conn:
-        lease = (await conn.execute(sa.select(jobs.c.lease_until).where(jobs.c.id == created.json()["id"]))).scalar()
+        lease = (await conn.execute(sa.select(jobs.c.lease_until).where(jobs.c.id == batch_id))).scalar()
     assert lease is None  # written before stop() returned
