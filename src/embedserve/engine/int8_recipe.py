@@ -3,17 +3,20 @@ outlier channels, or none of int8 at all for the FFN down projection), and the o
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+import torch
 from torch import nn
 
+from embedserve.engine.gptq import collect_hessians
 from embedserve.engine.hadamard import HadamardRotation
 from embedserve.engine.prepacked import onednn_bf16_supported
 from embedserve.engine.quant import (
     PER_TOKEN,
     ActScales,
     BF16Linear,
+    Int8Linear,
     activation_maxima,
     is_ffn_output,
     quantize_linears,
@@ -44,7 +47,8 @@ class Int8Recipe:
     channels kept in fp32); ``float_ffn_out`` keeps the FFN down projection out of int8 (bf16 where the CPU has it,
     fp32 otherwise); ``mix=False`` rotates non-power-of-two widths block-diagonally instead of with ``H_12``;
     ``seed`` puts a seeded random +-1 diagonal before each Hadamard (QuaRot's randomised Hadamard; one per layer).
-    ``act``: how the ``tuned`` kinds take their activation scales (channel groups, clipping); elsewhere per token."""
+    ``act``: how the ``tuned`` kinds take their activation scales (channel groups, clipping); elsewhere per token.
+    ``gptq``: every int8 weight rounded by GPTQ (``engine/gptq.py``) instead of to nearest."""
 
     rotate: frozenset[str] = frozenset()
     smooth: frozenset[str] = KINDS
@@ -55,6 +59,7 @@ class Int8Recipe:
     seed: int | None = None
     act: ActScales = PER_TOKEN
     tuned: frozenset[str] = frozenset({"ffn_out"})
+    gptq: bool = False
 
 
 SMOOTHED_FLOAT_FFN_OUT = Int8Recipe(float_ffn_out=True)
@@ -98,15 +103,25 @@ RECIPES: dict[str, tuple[str, Int8Recipe]] = {
         f"group128+out{k}": (f"rot-ffn-out+smooth, {k} outliers, FFN-out scales per 128 chans", _rot(128, outliers=k))
         for k in (32, 64)
     },
+    "gptq": ("rot-ffn-out+smooth, weights rounded by GPTQ", Int8Recipe(rotate=_FFN_OUT, gptq=True)),
+    "bf16-ffn-out+gptq": ("today's recipe, weights rounded by GPTQ", Int8Recipe(float_ffn_out=True, gptq=True)),
 }
 """The named recipes ``benchmarks/int8_fidelity.py`` measures (docs/int8-rotation.md has the figures)."""
 
 
 def quantize_encoder(
-    encoder: nn.Module, calibrate: Callable[[], object], recipe: Int8Recipe, *, bf16: bool, emulate: bool = False
+    encoder: nn.Module,
+    calibrate: Callable[[], object],
+    recipe: Int8Recipe,
+    *,
+    bf16: bool,
+    gptq_batches: Sequence[tuple[torch.Tensor, torch.Tensor]] = (),
+    emulate: bool = False,
 ) -> list[str]:
     """Swap the encoder's linears for ``Int8Linear`` layers as ``recipe`` says; ``calibrate()`` drives the float
-    encoder over fixed texts for the smoothing factors. The names quantised."""
+    encoder over fixed texts for the smoothing factors; with ``recipe.gptq``, ``gptq_batches`` (``(ids, mask)``)
+    drive the round-to-nearest int8 encoder for GPTQ's statistics, then every layer is rebuilt with GPTQ weights.
+    The names quantised."""
     names = [name for name, module in encoder.named_modules() if isinstance(module, nn.Linear)]
     widths = {name: module.in_features for name, module in encoder.named_modules() if isinstance(module, nn.Linear)}
     rotations = {
@@ -116,16 +131,31 @@ def quantize_encoder(
     }
     smoothed = [n for n in names if linear_kind(n) in recipe.smooth]
     act_max = activation_maxima(encoder, calibrate, smoothed, rotations=rotations) if smoothed else {}
-    replaced = quantize_linears(
-        encoder,
-        skip=is_ffn_output if recipe.float_ffn_out else lambda _name: False,
-        act_max=act_max,
-        alpha=recipe.alpha,
-        outliers=recipe.outliers,
-        rotations=rotations,
-        act={n: recipe.act for n in names if linear_kind(n) in recipe.tuned},
-        emulate=emulate,
-    )
+    originals = {name: m for name, m in encoder.named_modules() if isinstance(m, nn.Linear)}
+
+    def quantize(hessians: dict[str, torch.Tensor] | None = None) -> list[str]:
+        return quantize_linears(
+            encoder,
+            skip=is_ffn_output if recipe.float_ffn_out else lambda _name: False,
+            act_max=act_max,
+            alpha=recipe.alpha,
+            outliers=recipe.outliers,
+            rotations=rotations,
+            act={n: recipe.act for n in names if linear_kind(n) in recipe.tuned},
+            hessians=hessians,
+            emulate=emulate,
+        )
+
+    replaced = quantize()
+    if recipe.gptq:
+        if not gptq_batches:
+            raise ValueError("a GPTQ recipe needs calibration batches")
+        layers = {name: m for name, m in encoder.named_modules() if isinstance(m, Int8Linear)}
+        hessians = collect_hessians(encoder, layers, gptq_batches, lambda m, x: m.input_rows(x))  # type: ignore[operator]
+        for name in replaced:  # the float layers back, to be quantised again from their own weights
+            parent, _, child = name.rpartition(".")
+            setattr(encoder.get_submodule(parent), child, originals[name])
+        replaced = quantize(hessians)
     if recipe.float_ffn_out and bf16:
         prepack = onednn_bf16_supported()  # bit for bit the plain layer's sums, without the per-call weight reorder
         replace_linears(

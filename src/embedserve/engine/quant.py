@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from embedserve.engine.gptq import gptq_quantize
 from embedserve.engine.hadamard import HadamardRotation, fold_rotation
 from embedserve.engine.prepacked import PrepackedLinear
 
@@ -79,7 +80,8 @@ class Int8Linear(nn.Module):
     same product with outliers spread over all channels; ``smooth`` and ``outliers`` then act on the rotated
     channels. ``smooth`` divides the activations' input channels (and multiplies the weight's); ``outliers`` names
     input channels computed in fp32 instead: they are zeroed before the per-token scale is taken, so they no longer
-    set it. ``act`` says how the activation scales are taken (per token by default). ``emulate`` computes the same
+    set it. ``act`` says how the activation scales are taken (per token by default). ``hessian`` (``input_rows``'s
+    ``X^T X`` over calibration text) rounds the weight by GPTQ instead of to nearest. ``emulate`` computes the same
     integer products in float64 instead of oneDNN's kernel: any CPU, far slower, for fidelity measurements only
     (never served).
     """
@@ -101,6 +103,7 @@ class Int8Linear(nn.Module):
         *,
         rotation: HadamardRotation | None = None,
         act: ActScales = PER_TOKEN,
+        hessian: torch.Tensor | None = None,
         emulate: bool = False,
     ) -> None:
         super().__init__()
@@ -123,6 +126,8 @@ class Int8Linear(nn.Module):
             self.outliers = self.outlier_weight_t = None
         self.register_buffer("act_factor", factor)
         q, scale = _quantize_rows(weight)
+        if hessian is not None:  # the same scales, the codes chosen by GPTQ instead of rounded to nearest
+            q = gptq_quantize(weight, hessian, scale.squeeze(1))
         packed = None if emulate else torch.ops.onednn.qlinear_prepack(q, None)  # oneDNN's blocked layout
         self.register_buffer("packed_weight", packed)
         self.register_buffer("weight_q_t", q.t().double().contiguous() if emulate else None)
@@ -154,6 +159,13 @@ class Int8Linear(nn.Module):
             out = self._int8_product(q)
             out = torch.addcmul(bias, out, scale, out=out)  # the per-token scales, and the bias, in one pass
         return out.reshape(*shape[:-1], self.out_features).to(x.dtype)
+
+    def input_rows(self, x: torch.Tensor) -> torch.Tensor:
+        """The fp32 rows this layer's int8 product quantises for input ``x``: rotated, smoothed, outliers zeroed."""
+        rows = x.reshape(-1, self.in_features).float()
+        if self.rotation is not None:
+            rows = self.rotation(rows)
+        return rows * self.act_factor if self.act_factor is not None else rows
 
     def _int8_product(self, q: torch.Tensor) -> torch.Tensor:
         """``(q - 128) @ Wq^T * weight_scale`` in fp32: oneDNN's kernel, or the same integer sums in float64
@@ -241,12 +253,14 @@ def quantize_linears(
     outliers: int = 0,
     rotations: Mapping[str, HadamardRotation] | None = None,
     act: Mapping[str, ActScales] | None = None,
+    hessians: Mapping[str, torch.Tensor] | None = None,
     emulate: bool = False,
 ) -> list[str]:
     """Replace every ``nn.Linear`` not skipped by an ``Int8Linear``: rotated where ``rotations`` has its name,
     smoothed where ``act_max`` has it (maxima of the rotated input for a rotated layer), with the ``outliers`` input
-    channels largest after smoothing kept in fp32, and activation scales as ``act`` says (per token if unnamed)."""
-    rotations, act = rotations or {}, act or {}
+    channels largest after smoothing kept in fp32, activation scales as ``act`` says (per token if unnamed), and
+    weights rounded by GPTQ where ``hessians`` has the name."""
+    rotations, act, hessians = rotations or {}, act or {}, hessians or {}
 
     def build(full: str, linear: nn.Linear) -> nn.Module | None:
         if skip(full):
@@ -257,7 +271,9 @@ def quantize_linears(
             if outliers:
                 kept = torch.topk(act_max[full] / smooth, min(outliers, linear.in_features)).indices
         scales = act.get(full, PER_TOKEN)
-        return Int8Linear(linear, smooth, kept, rotation=rotations.get(full), act=scales, emulate=emulate)
+        return Int8Linear(
+            linear, smooth, kept, rotation=rotations.get(full), act=scales, hessian=hessians.get(full), emulate=emulate
+        )
 
     return replace_linears(model, build)
 

@@ -5,6 +5,7 @@ None of this needs VNNI."""
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 import pytest
@@ -134,7 +135,7 @@ class TinyEncoder(nn.Module):
             }
         )  # fmt: skip
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, _mask: torch.Tensor | None = None) -> torch.Tensor:
         layer: Any = self.layer
         h = layer["attention"]["self"]["qkv"](x)[..., :32]
         h = layer["attention"]["output"]["dense"](h)
@@ -255,4 +256,34 @@ def test_a_recipe_tunes_the_activation_scales_of_the_kinds_it_names_only() -> No
 def test_every_named_recipe_builds_on_a_tiny_encoder(name: str) -> None:
     encoder = TinyEncoder()
     x = torch.randn(8, 32)
-    assert quantize_encoder(encoder, lambda: encoder(x), RECIPES[name][1], bf16=False, emulate=True)
+    batches = [(torch.randn(2, 4, 32), torch.tensor([[1, 1, 1, 1], [1, 1, 0, 0]]))]  # GPTQ's (ids, mask) stand-ins
+    assert quantize_encoder(
+        encoder, lambda: encoder(x), RECIPES[name][1], bf16=False, gptq_batches=batches, emulate=True
+    )
+
+
+def test_a_gptq_recipe_keeps_the_layers_and_rounds_weights_closer_on_its_calibration() -> None:
+    torch.manual_seed(0)
+    x = torch.randn(64, 32)
+    batches = [(x.reshape(8, 8, 32), torch.ones(8, 8, dtype=torch.long))]
+    errors = []
+    for gptq in (False, True):
+        torch.manual_seed(1)  # the same float weights both times
+        encoder = TinyEncoder()
+        with torch.inference_mode():
+            exact = encoder(x)
+        recipe = Int8Recipe(rotate=frozenset({"ffn_out"}), gptq=gptq)
+        replaced = quantize_encoder(
+            encoder, partial(encoder, x), recipe, bf16=False, gptq_batches=batches, emulate=True
+        )
+        assert len(replaced) == 4 and sum(isinstance(m, Int8Linear) for m in encoder.modules()) == 4
+        with torch.inference_mode():
+            errors.append(float((encoder(x) - exact).norm() / exact.norm()))
+    assert errors[1] < errors[0]
+
+
+def test_a_gptq_recipe_without_calibration_batches_is_refused() -> None:
+    encoder = TinyEncoder()
+    x = torch.randn(8, 32)
+    with pytest.raises(ValueError, match="calibration"):
+        quantize_encoder(encoder, lambda: encoder(x), Int8Recipe(gptq=True), bf16=False, emulate=True)

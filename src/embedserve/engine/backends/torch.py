@@ -25,6 +25,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from embedserve.engine import prepacked
 from embedserve.engine.bert import BertEncoder, fuse_qkv, init_dummy_weights, load_state
+from embedserve.engine.gptq import calibration_texts
 from embedserve.engine.graphs import GRAPH_MAX_TOKENS, CudaGraphs, graph_buckets
 from embedserve.engine.int8_recipe import SMOOTHED_FLOAT_FFN_OUT, Int8Recipe, quantize_encoder
 from embedserve.engine.loading import LoadedModel
@@ -187,11 +188,19 @@ def build_int8_encoder(
     tokenizer = WordPieceTokenizer(model.tokenizer_path, vocab_size=model.config.vocab_size)
     encodings = tokenizer.encode_texts(CALIBRATION_TEXTS, truncate=True, max_tokens=model.max_seq_length)
     ids, mask = pad_batch(encodings, pad_id=tokenizer.pad_id)
+    gptq_batches = []
+    if recipe.gptq:  # length-sorted batches of GPTQ's calibration texts
+        texts = sorted(tokenizer.encode_texts(calibration_texts(), truncate=True, max_tokens=model.max_seq_length),
+                       key=lambda e: len(e.ids))  # fmt: skip
+        for start in range(0, len(texts), 32):
+            batch_ids, batch_mask = pad_batch(texts[start : start + 32], pad_id=tokenizer.pad_id)
+            gptq_batches.append((torch.from_numpy(batch_ids), torch.from_numpy(batch_mask)))
     replaced = quantize_encoder(
         encoder,
         lambda: encoder(torch.from_numpy(ids), torch.from_numpy(mask)),
         recipe,
         bf16=cpu_has_bf16() if bf16 is None else bf16,
+        gptq_batches=gptq_batches,
         emulate=emulate,
     )
     logger.info("int8: quantised %d linear layers in %.1fs", len(replaced), time.perf_counter() - started)
