@@ -33,16 +33,16 @@ def gptq_quantize(
     """Int8 codes ``q`` (``weight ~= q * scale[:, None]``, ``scale`` per output row) chosen column by column to keep
     ``(W - q s) H (W - q s)^T`` small. Columns no calibration input reached (``H_jj = 0``: outlier channels the layer
     computes in fp32) get 0. ``damp`` times the mean diagonal is added to ``H`` so it inverts."""
-    w = weight.detach().double().clone()
-    h = hessian.detach().double().clone()
+    w = weight.detach().float().clone()
+    h = hessian.detach().double().clone()  # inverted in float64: H can be near singular; the updates run in float32
     n = w.shape[1]
     dead = torch.diag(h) == 0
     h[dead, dead] = 1.0
     w[:, dead] = 0.0
     h.diagonal().add_(damp * float(torch.diag(h).mean()))
     # the upper Cholesky factor of H^-1: row i holds how column i's error spreads over the columns after it
-    u = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(h)), upper=True)
-    s = scale.detach().double().reshape(-1)
+    u = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(h)), upper=True).float()
+    s = scale.detach().float().reshape(-1)
     q = torch.empty_like(w)
     block = 128
     for start in range(0, n, block):
