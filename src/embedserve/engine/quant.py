@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from embedserve.engine.fused import fused_available, rotate_quantize
 from embedserve.engine.gptq import gptq_quantize
 from embedserve.engine.hadamard import HadamardRotation, fold_rotation
 from embedserve.engine.prepacked import PrepackedLinear
@@ -141,6 +142,9 @@ class Int8Linear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shape = x.shape
         rows = x.reshape(-1, self.in_features).float()
+        if self.rotation is not None and not self.act.group and self.weight_q_t is None and fused_available():
+            out = self._fused_forward(rows, self.rotation)
+            return out.reshape(*shape[:-1], self.out_features).to(x.dtype)
         rotated = self.rotation is not None
         if self.rotation is not None:
             rows = self.rotation(rows)
@@ -166,6 +170,18 @@ class Int8Linear(nn.Module):
         if self.rotation is not None:
             rows = self.rotation(rows)
         return rows * self.act_factor if self.act_factor is not None else rows
+
+    def _fused_forward(self, rows: torch.Tensor, rotation: HadamardRotation) -> torch.Tensor:
+        """``forward``'s rotation, outlier gather, smoothing and quantisation in one fused pass per row
+        (``engine/fused.py``); the same product and epilogue after it."""
+        q, scale, cols = rotate_quantize(
+            rows, rotation, act_factor=self.act_factor, outliers=self.outliers, clip=self.act.clip
+        )
+        bias = self.bias
+        if cols is not None and self.outlier_weight_t is not None:
+            bias = torch.addmm(bias, cols, self.outlier_weight_t)
+        out = self._int8_product(q)
+        return torch.addcmul(bias, out, scale, out=out)
 
     def _int8_product(self, q: torch.Tensor) -> torch.Tensor:
         """``(q - 128) @ Wq^T * weight_scale`` in fp32: oneDNN's kernel, or the same integer sums in float64

@@ -1,0 +1,102 @@
+"""Fused CPU kernels for Int8Linear's input side, JIT-compiled at first use (``csrc/rotate_quantize.cpp``).
+
+``rotate_quantize`` does ``HadamardRotation``, the outlier gather, smoothing and ``_quantize_rows_shifted_`` in one
+pass per row instead of several torch passes over the whole batch. It needs a C++ compiler and ninja at first use
+(torch caches the build in its extensions directory); where either is missing ``fused_available()`` says False,
+logs why once, and callers keep the torch path. ``EMBEDSERVE_FUSED_KERNELS=0`` turns the kernels off (read per call).
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import logging
+import os
+import shutil
+from pathlib import Path
+from types import ModuleType
+
+import torch
+
+from embedserve.engine.hadamard import HadamardRotation
+
+logger = logging.getLogger(__name__)
+
+ENV_SWITCH = "EMBEDSERVE_FUSED_KERNELS"
+_SOURCE = Path(__file__).with_name("csrc") / "rotate_quantize.cpp"
+
+
+def _cpu_tag() -> str:
+    """A short hash of this CPU's feature flags: ``-march=native`` builds must not be shared across CPUs (a cached
+    build from another host in a shared home could use instructions this one lacks)."""
+    try:
+        flags = next(line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags"))
+    except (OSError, StopIteration):
+        flags = torch.backends.cpu.get_cpu_capability()
+    return hashlib.sha256(flags.encode()).hexdigest()[:10]
+
+
+@functools.cache
+def _extension() -> ModuleType | None:
+    """The compiled module, built (or loaded from torch's cache) once per process; None where that failed."""
+    from torch.utils import cpp_extension  # imported here: it pulls in setuptools, unneeded unless int8 is served
+
+    try:
+        _ninja_on_path()
+        return cpp_extension.load(  # type: ignore[no-any-return]
+            name=f"embedserve_rotate_quantize_{_cpu_tag()}",
+            sources=[str(_SOURCE)],
+            extra_cflags=["-O3", "-march=native"],
+            verbose=False,
+        )
+    except Exception as exc:  # no compiler, no ninja, a failed build: every one means the torch path
+        logger.warning("fused int8 kernels unavailable, Int8Linear keeps the torch path: %s", exc)
+        return None
+
+
+def _ninja_on_path() -> None:
+    """torch runs ``ninja`` from PATH; a server started as ``/venv/bin/embedserve`` without the venv on PATH still
+    has the pip package's binary, so its directory goes at the end of PATH (a system ninja keeps precedence)."""
+    if shutil.which("ninja") is None:
+        import ninja  # the pip package (a dependency); its binary sits in BIN_DIR
+
+        os.environ["PATH"] = os.pathsep.join(filter(None, (os.environ.get("PATH"), ninja.BIN_DIR)))
+
+
+def fused_available() -> bool:
+    """Whether the fused kernels can run here (compiling them on first call); False if switched off by env."""
+    if os.environ.get(ENV_SWITCH, "1") == "0":
+        return False
+    return _extension() is not None
+
+
+def rotate_quantize(
+    rows: torch.Tensor,
+    rotation: HadamardRotation,
+    *,
+    act_factor: torch.Tensor | None = None,
+    outliers: torch.Tensor | None = None,
+    clip: float = 1.0,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """``T x`` for each row of ``rows`` (N x n fp32), then per row: the ``outliers`` columns (N x k fp32, rotated,
+    not smoothed; None without ``outliers``), ``* act_factor``, and uint8 ``q + 128`` with its scale (N x 1), as
+    ``_quantize_rows_shifted_(rotation(rows)[...] * act_factor, clip)`` computes them up to fp32 rounding order."""
+    ext = _extension()
+    if ext is None:
+        raise RuntimeError("the fused kernels are unavailable here; check fused_available() first")
+    q, scale, cols = ext.rotate_quantize(
+        rows.float().contiguous(),
+        _f32(rotation.signs),
+        rotation.blocks,
+        rotation.width,
+        rotation.scale,
+        _f32(rotation.dense),
+        None if outliers is None else outliers.long().contiguous(),
+        _f32(act_factor),
+        clip,
+    )
+    return q, scale, cols
+
+
+def _f32(t: torch.Tensor | None) -> torch.Tensor | None:
+    return None if t is None else t.float().contiguous()
