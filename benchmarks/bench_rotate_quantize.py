@@ -7,7 +7,9 @@ For each input shape: the torch path (``HadamardRotation``, the outlier gather, 
 and ``rotate_quantize``, on fp32 rows with 16 outlier channels; 2048 x 4096 is bge-large's FFN-out input at the CPU's
 default 2048-token batch. Then one whole ``Int8Linear`` forward (4096 -> 1024, rotated, smoothing factors of ones,
 16 outliers) with ``EMBEDSERVE_FUSED_KERNELS`` off and on (needs VNNI or AMX). Figures are medians of ``--repeat``
-timed calls after two warm-up calls; the first run also compiles the kernel (its seconds are printed).
+timed calls after two warm-up calls, under the served allocator settings (``engine/memory.py``: without them every
+32 MiB temporary is a fresh mmap, page-faulted in, which taxes the torch path most); the first run also compiles the
+kernel (its seconds are printed).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ sys.path[:0] = [str(REPO / "src"), str(REPO)]
 from embedserve.engine.backends.torch import cpu_has_fast_int8  # noqa: E402
 from embedserve.engine.fused import ENV_SWITCH, fused_available, rotate_quantize  # noqa: E402
 from embedserve.engine.hadamard import HadamardRotation  # noqa: E402
+from embedserve.engine.memory import configure_allocator  # noqa: E402
 from embedserve.engine.quant import Int8Linear, _quantize_rows_shifted_  # noqa: E402
 
 SHAPES = ((2048, 4096), (16, 4096), (2048, 1024))
@@ -94,6 +97,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    configure_allocator()  # as create_backend does for the served backend
     os.environ.pop(ENV_SWITCH, None)
     start = time.perf_counter()
     if not fused_available():
