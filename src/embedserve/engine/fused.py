@@ -46,7 +46,10 @@ def _extension() -> ModuleType | None:
         return cpp_extension.load(  # type: ignore[no-any-return]
             name=f"embedserve_rotate_quantize_{_cpu_tag()}",
             sources=[str(_SOURCE)],
-            extra_cflags=["-O3", "-march=native"],
+            # at::parallel_for is inline: its OpenMP region is compiled here. The link resolves libgomp.so.1 to the one
+            # torch has already loaded (same soname), so torch's thread count governs it too.
+            extra_cflags=["-O3", "-march=native", "-fopenmp"],
+            extra_ldflags=["-fopenmp"],
             verbose=False,
         )
     except Exception as exc:  # no compiler, no ninja, a failed build: every one means the torch path

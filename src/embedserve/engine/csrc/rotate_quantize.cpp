@@ -76,12 +76,15 @@ inline __m512 wht16(__m512 v) {
 }
 #endif
 
-// y = H_p (signs * x) in every block, unnormalised. Returns the first stage not yet applied.
-int64_t load_signed(const Plan& P, const float* x, float* y) {
+// y = signs * x with the butterfly stages that fit one register applied; returns the first stage not yet applied.
+// `next` (the following row, or null) is prefetched a cache line per 16 floats, so it arrives while this row's
+// remaining passes run from L1 (the hardware prefetcher sees a short burst per row and does not run ahead).
+int64_t load_signed(const Plan& P, const float* x, float* y, const float* next) {
   int64_t i = 0;
 #ifdef __AVX512F__
   if (P.width >= 16) {
     for (; i < P.n; i += 16) {
+      if (next) _mm_prefetch(reinterpret_cast<const char*>(next + i), _MM_HINT_T0);
       __m512 v = _mm512_loadu_ps(x + i);
       if (P.signs) v = _mm512_mul_ps(v, _mm512_loadu_ps(P.signs + i));
       _mm512_storeu_ps(y + i, wht16(v));
@@ -93,8 +96,8 @@ int64_t load_signed(const Plan& P, const float* x, float* y) {
   return 1;
 }
 
-void hadamard(const Plan& P, const float* x, float* y) {
-  const int64_t first = load_signed(P, x, y);
+void hadamard(const Plan& P, const float* x, float* y, const float* next) {
+  const int64_t first = load_signed(P, x, y, next);
   for (int64_t b = 0; b < P.blocks; ++b) {
     float* block = y + b * P.width;
     int64_t h = first;
@@ -162,8 +165,9 @@ void quantize(const Plan& P, const float* v, float inv, uint8_t* q) {
   }
 }
 
-void row(const Plan& P, const float* x, float* buf, float* mixed, uint8_t* q, float* scale, float* cols) {
-  hadamard(P, x, buf);
+void row(const Plan& P, const float* x, const float* next, float* buf, float* mixed, uint8_t* q, float* scale,
+         float* cols) {
+  hadamard(P, x, buf, next);
   float* v = buf;
   float post = P.scale;
   if (P.dense) {
@@ -221,7 +225,8 @@ std::tuple<at::Tensor, at::Tensor, std::optional<at::Tensor>> rotate_quantize(
   at::parallel_for(0, rows, grain, [&](int64_t begin, int64_t end) {
     std::vector<float> buf(n), mixed(P.dense ? n : 0);
     for (int64_t r = begin; r < end; ++r)
-      row(P, xs + r * n, buf.data(), mixed.data(), qs + r * n, ss + r, cs ? cs + r * P.n_outliers : nullptr);
+      row(P, xs + r * n, r + 1 < end ? xs + (r + 1) * n : nullptr, buf.data(), mixed.data(), qs + r * n, ss + r,
+          cs ? cs + r * P.n_outliers : nullptr);
   });
   return {q, scales, cols};
 }
