@@ -6,10 +6,10 @@
 For each input shape: the torch path (``HadamardRotation``, the outlier gather, smoothing, ``_quantize_rows_shifted_``)
 and ``rotate_quantize``, on fp32 rows with 16 outlier channels; 2048 x 4096 is bge-large's FFN-out input at the CPU's
 default 2048-token batch. Then one whole ``Int8Linear`` forward (4096 -> 1024, rotated, smoothing factors of ones,
-16 outliers) with ``EMBEDSERVE_FUSED_KERNELS`` off and on (needs VNNI or AMX). Figures are medians of ``--repeat``
-timed calls after two warm-up calls, under the served allocator settings (``engine/memory.py``: without them every
-32 MiB temporary is a fresh mmap, page-faulted in, which taxes the torch path most); the first run also compiles the
-kernel (its seconds are printed).
+16 outliers) with ``EMBEDSERVE_FUSED_KERNELS`` off and on, and bf16 for reference (needs VNNI or AMX). Figures are
+medians of ``--repeat`` timed calls after two warm-up calls, under the served allocator settings (``engine/memory.py``:
+without them every 32 MiB temporary is a fresh mmap, page-faulted in, which taxes the torch path most); the first run
+also compiles the kernel (its seconds are printed).
 """
 
 from __future__ import annotations
@@ -33,7 +33,8 @@ from embedserve.engine.backends.torch import cpu_has_fast_int8  # noqa: E402
 from embedserve.engine.fused import ENV_SWITCH, fused_available, rotate_quantize  # noqa: E402
 from embedserve.engine.hadamard import HadamardRotation  # noqa: E402
 from embedserve.engine.memory import configure_allocator  # noqa: E402
-from embedserve.engine.quant import Int8Linear, _quantize_rows_shifted_  # noqa: E402
+from embedserve.engine.prepacked import onednn_bf16_supported  # noqa: E402
+from embedserve.engine.quant import BF16Linear, Int8Linear, _quantize_rows_shifted_  # noqa: E402
 
 SHAPES = ((2048, 4096), (16, 4096), (2048, 1024))
 OUTLIERS = 16
@@ -75,10 +76,13 @@ def kernel_rows(repeat: int) -> list[tuple[str, float, float]]:
     return results
 
 
-def layer_rows(repeat: int) -> list[tuple[str, float, float]]:
-    """One Int8Linear forward, the kernel switched off then on through the environment."""
-    results = []
-    layer = Int8Linear(nn.Linear(4096, 1024), torch.ones(4096), torch.arange(OUTLIERS), rotation=HadamardRotation(4096))
+def layer_rows(repeat: int) -> tuple[list[tuple[str, float, float]], list[str]]:
+    """One Int8Linear forward, the kernel switched off then on through the environment; bf16's time for the same
+    layer (prepacked where oneDNN has bf16 kernels, as served) goes under the table for reference."""
+    results, notes = [], []
+    linear = nn.Linear(4096, 1024)
+    layer = Int8Linear(linear, torch.ones(4096), torch.arange(OUTLIERS), rotation=HadamardRotation(4096))
+    bf16 = BF16Linear(linear, prepack=onednn_bf16_supported())
     for rows in (2048, 16):
         x = torch.randn(rows, 4096, generator=torch.Generator().manual_seed(rows))
         timed = {}
@@ -86,8 +90,9 @@ def layer_rows(repeat: int) -> list[tuple[str, float, float]]:
             os.environ[ENV_SWITCH] = switch
             timed[switch] = median_ms(partial(layer, x), repeat)
         results.append((f"Int8Linear 4096 -> 1024, {rows} rows", timed["0"], timed["1"]))
+        notes.append(f"# the same layer in bf16, {rows} rows: {median_ms(partial(bf16, x), repeat):.3f} ms")
     os.environ.pop(ENV_SWITCH)
-    return results
+    return results, notes
 
 
 def main() -> None:
@@ -104,16 +109,16 @@ def main() -> None:
         parser.error("the fused kernel did not build here (see the warning above)")
     print(f"# kernel built or loaded in {time.perf_counter() - start:.1f} s")
     with torch.inference_mode():
-        results = kernel_rows(args.repeat)
+        results, notes = kernel_rows(args.repeat), ["# no VNNI or AMX: Int8Linear rows skipped"]
         if cpu_has_fast_int8():
-            results += layer_rows(args.repeat)
-        else:
-            print("# no VNNI or AMX: Int8Linear rows skipped")
+            layer_results, notes = layer_rows(args.repeat)
+            results += layer_results
     print(f"# {torch.get_num_threads()} threads, torch {torch.__version__}; medians of {args.repeat} calls")
     print("| case | torch path ms | fused ms | torch / fused |")
     print("|---|---|---|---|")
     for name, slow, fast in results:
         print(f"| {name} | {slow:.3f} | {fast:.3f} | {slow / fast:.2f}x |")
+    print("\n".join(notes))
 
 
 if __name__ == "__main__":
