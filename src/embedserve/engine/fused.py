@@ -75,7 +75,7 @@ def fused_available() -> bool:
 
 def rotate_quantize(
     rows: torch.Tensor,
-    rotation: HadamardRotation,
+    rotation: HadamardRotation | None,
     *,
     act_factor: torch.Tensor | None = None,
     outliers: torch.Tensor | None = None,
@@ -83,17 +83,19 @@ def rotate_quantize(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """``T x`` for each row of ``rows`` (N x n fp32), then per row: the ``outliers`` columns (N x k fp32, rotated,
     not smoothed; None without ``outliers``), ``* act_factor``, and uint8 ``q + 128`` with its scale (N x 1), as
-    ``_quantize_rows_shifted_(rotation(rows)[...] * act_factor, clip)`` computes them up to fp32 rounding order."""
+    ``_quantize_rows_shifted_(rotation(rows)[...] * act_factor, clip)`` computes them up to fp32 rounding order.
+    Without ``rotation`` (blocks of width 1: no butterfly) the same steps on ``rows`` as they are, bit for bit."""
     ext = _extension()
     if ext is None:
         raise RuntimeError("the fused kernels are unavailable here; check fused_available() first")
+    n = rows.shape[-1]
     q, scale, cols = ext.rotate_quantize(
         rows.float().contiguous(),
-        _f32(rotation.signs),
-        rotation.blocks,
-        rotation.width,
-        rotation.scale,
-        _f32(rotation.dense),
+        None if rotation is None else _f32(rotation.signs),
+        n if rotation is None else rotation.blocks,
+        1 if rotation is None else rotation.width,
+        1.0 if rotation is None else rotation.scale,
+        None if rotation is None else _f32(rotation.dense),
         None if outliers is None else outliers.long().contiguous(),
         _f32(act_factor),
         clip,

@@ -104,6 +104,14 @@ RECIPES: dict[str, tuple[str, Int8Recipe]] = {
         for k in (32, 64)
     },
     "gptq": ("rot-ffn-out+smooth, weights rounded by GPTQ", Int8Recipe(rotate=_FFN_OUT, gptq=True)),
+    "rot-all+gptq": (
+        "every linear rotated, no smoothing, no outliers, weights rounded by GPTQ",
+        Int8Recipe(rotate=KINDS, smooth=_NONE, outliers=0, gptq=True),
+    ),
+    "rot-all+smooth0+gptq": (
+        "every linear rotated, then smoothed, no outliers, weights rounded by GPTQ",
+        Int8Recipe(rotate=KINDS, outliers=0, gptq=True),
+    ),
     "bf16-ffn-out+gptq": ("today's recipe, weights rounded by GPTQ", Int8Recipe(float_ffn_out=True, gptq=True)),
 }
 """The named recipes ``benchmarks/int8_fidelity.py`` measures (docs/int8-rotation.md has the figures)."""

@@ -142,7 +142,7 @@ class Int8Linear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shape = x.shape
         rows = x.reshape(-1, self.in_features).float()
-        if self.rotation is not None and not self.act.group and self.weight_q_t is None and fused_available():
+        if not self.act.group and self.weight_q_t is None and fused_available():
             out = self._fused_forward(rows, self.rotation)
             return out.reshape(*shape[:-1], self.out_features).to(x.dtype)
         rotated = self.rotation is not None
@@ -171,7 +171,7 @@ class Int8Linear(nn.Module):
             rows = self.rotation(rows)
         return rows * self.act_factor if self.act_factor is not None else rows
 
-    def _fused_forward(self, rows: torch.Tensor, rotation: HadamardRotation) -> torch.Tensor:
+    def _fused_forward(self, rows: torch.Tensor, rotation: HadamardRotation | None) -> torch.Tensor:
         """``forward``'s rotation, outlier gather, smoothing and quantisation in one fused pass per row
         (``engine/fused.py``); the same product and epilogue after it."""
         q, scale, cols = rotate_quantize(

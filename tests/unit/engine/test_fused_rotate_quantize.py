@@ -26,9 +26,13 @@ def kernel() -> None:
 
 
 def torch_path(
-    x: torch.Tensor, rotation: HadamardRotation, factor: torch.Tensor | None, outliers: torch.Tensor | None, clip: float
+    x: torch.Tensor,
+    rotation: HadamardRotation | None,
+    factor: torch.Tensor | None,
+    outliers: torch.Tensor | None,
+    clip: float,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-    rows = rotation(x)
+    rows = rotation(x) if rotation is not None else x
     cols = None if outliers is None else rows[:, outliers]
     rows = rows * factor if factor is not None else rows.clone()
     q, scale = _quantize_rows_shifted_(rows, clip)
@@ -37,7 +41,7 @@ def torch_path(
 
 def assert_matches_torch_path(
     x: torch.Tensor,
-    rotation: HadamardRotation,
+    rotation: HadamardRotation | None,
     *,
     factor: torch.Tensor | None = None,
     outliers: torch.Tensor | None = None,
@@ -147,9 +151,11 @@ def test_a_failed_build_falls_back_with_one_warning(
 
 @NEEDS_FAST_INT8
 @pytest.mark.usefixtures("kernel")
-@pytest.mark.parametrize(("n_in", "clip"), [(1024, 1.0), (1536, 1.0), (384, 0.9)])
+@pytest.mark.parametrize(
+    ("n_in", "clip", "rotate"), [(1024, 1.0, True), (1536, 1.0, True), (384, 0.9, True), (1024, 1.0, False)]
+)
 def test_int8_linear_serves_the_same_outputs_through_the_kernel(
-    monkeypatch: pytest.MonkeyPatch, n_in: int, clip: float
+    monkeypatch: pytest.MonkeyPatch, n_in: int, clip: float, rotate: bool
 ) -> None:
     gen = torch.Generator().manual_seed(n_in)
     linear = nn.Linear(n_in, 96)
@@ -159,7 +165,11 @@ def test_int8_linear_serves_the_same_outputs_through_the_kernel(
     x[..., 3] *= 30.0
     smooth = torch.rand(n_in, generator=gen) + 0.5
     layer = Int8Linear(
-        linear, smooth, torch.tensor([3, 11]), rotation=HadamardRotation(n_in, seed=1), act=ActScales(clip=clip)
+        linear,
+        smooth,
+        torch.tensor([3, 11]),
+        rotation=HadamardRotation(n_in, seed=1) if rotate else None,
+        act=ActScales(clip=clip),
     )
     calls: list[int] = []
 
@@ -175,3 +185,16 @@ def test_int8_linear_serves_the_same_outputs_through_the_kernel(
     assert calls == [1] and got.shape == want.shape == (2, 19, 96)
     # only a rare activation one step off changes anything: by at most a few weight-sized steps
     torch.testing.assert_close(got, want, rtol=0, atol=2e-3 * float(want.abs().max()))
+    if not rotate:  # no butterfly: the same fp32 operations in the same order as the torch path
+        assert torch.equal(got, want)
+
+
+@pytest.mark.usefixtures("kernel")
+def test_without_a_rotation_the_kernel_is_the_torch_path_bit_for_bit() -> None:
+    x = torch.randn(300, 1024) * torch.rand(1024) * 4
+    factor, outliers = torch.rand(1024) + 0.5, torch.tensor([5, 700])
+    factor[outliers] = 0.0
+    want = torch_path(x, None, factor, outliers, 1.0)
+    got = rotate_quantize(x, None, act_factor=factor, outliers=outliers)
+    for a, b in zip(got, want, strict=True):
+        assert a is not None and b is not None and torch.equal(a, b)
