@@ -97,6 +97,10 @@ int64_t load_signed(const Plan& P, const float* x, float* y, const float* next) 
 }
 
 void hadamard(const Plan& P, const float* x, float* y, const float* next) {
+  if (P.width == 1 && !P.signs) {  // no rotation (a smoothed layer): a plain copy, not n one-wide blocks
+    std::copy(x, x + P.n, y);
+    return;
+  }
   const int64_t first = load_signed(P, x, y, next);
   for (int64_t b = 0; b < P.blocks; ++b) {
     float* block = y + b * P.width;
