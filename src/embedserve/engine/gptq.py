@@ -9,13 +9,23 @@ weight, so one-word texts, whose few tokens set the worst cosines, count as much
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
+import logging
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from importlib import resources
+from pathlib import Path
 
+import safetensors.torch
 import torch
 from torch import nn
+
+from embedserve.engine.build_cache import cache_key, remove_stale_temps, weights_fingerprint, write_atomically
+from embedserve.engine.loading import LoadedModel
+
+logger = logging.getLogger(__name__)
 
 _QMAX = 127.0
 
@@ -25,6 +35,51 @@ def calibration_texts() -> list[str]:
     own documentation and 30 one- or two-word texts (the empty one included). No user data is ever used."""
     data = resources.files("embedserve.engine") / "data" / "gptq_calibration.jsonl"
     return [json.loads(line) for line in data.read_text(encoding="utf-8").splitlines() if line]
+
+
+CODES_FORMAT = 1
+"""Bumped whenever this module would choose other codes for the same inputs: older cached codes are then ignored."""
+
+
+def gptq_codes_file(model: LoadedModel, recipe: object, root: Path) -> Path:
+    """Where ``recipe``'s codes for ``model`` are cached under ``root``: a key over everything that chooses them."""
+    parts = {
+        "format": CODES_FORMAT,
+        "recipe": repr(recipe),
+        "weights": weights_fingerprint(model),
+        "config": dataclasses.asdict(model.config),
+        "calibration": hashlib.sha256(json.dumps(calibration_texts()).encode()).hexdigest(),
+        "torch": torch.__version__,
+    }
+    return root / cache_key(parts) / "gptq_codes.safetensors"
+
+
+def load_gptq_codes(path: Path) -> dict[str, torch.Tensor]:
+    """The cached codes by layer name; empty when there are none or the file is unreadable (then rebuilt)."""
+    if not path.is_file():
+        return {}
+    try:
+        codes = safetensors.torch.load_file(str(path))
+    except Exception as exc:  # a damaged or foreign file: rebuilding is always correct
+        logger.warning("int8: ignoring unreadable cached GPTQ codes %s (%s); rebuilding them", path, exc)
+        return {}
+    logger.info("int8: GPTQ codes from the cache %s", path)
+    return codes
+
+
+def save_gptq_codes(path: Path, codes: dict[str, torch.Tensor]) -> None:
+    """Write the codes where ``load_gptq_codes`` looks, atomically (a crash leaves the old file or none); a cache
+    that cannot be written only costs the next start its GPTQ time."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_temps(path.parent)
+        write_atomically(
+            path, lambda tmp: safetensors.torch.save_file({k: v.contiguous() for k, v in codes.items()}, str(tmp))
+        )
+    except OSError as exc:
+        logger.warning("int8: could not cache GPTQ codes at %s: %s", path, exc)
+        return
+    logger.info("int8: GPTQ codes cached at %s", path)
 
 
 def gptq_quantize(

@@ -3,13 +3,13 @@ outlier channels, or none of int8 at all for the FFN down projection), and the o
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, MutableMapping, Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from embedserve.engine.gptq import collect_hessians
+from embedserve.engine.gptq import collect_hessians, gptq_quantize
 from embedserve.engine.hadamard import HadamardRotation
 from embedserve.engine.prepacked import onednn_bf16_supported
 from embedserve.engine.quant import (
@@ -124,12 +124,14 @@ def quantize_encoder(
     *,
     bf16: bool,
     gptq_batches: Sequence[tuple[torch.Tensor, torch.Tensor]] = (),
+    gptq_codes: MutableMapping[str, torch.Tensor] | None = None,
     emulate: bool = False,
 ) -> list[str]:
     """Swap the encoder's linears for ``Int8Linear`` layers as ``recipe`` says; ``calibrate()`` drives the float
-    encoder over fixed texts for the smoothing factors; with ``recipe.gptq``, ``gptq_batches`` (``(ids, mask)``)
-    drive the round-to-nearest int8 encoder for GPTQ's statistics, then every layer is rebuilt with GPTQ weights.
-    The names quantised."""
+    encoder over fixed texts for the smoothing factors. With ``recipe.gptq`` the weights' int8 codes come from
+    ``gptq_codes`` (by layer name) where it has them all; otherwise ``gptq_batches`` (``(ids, mask)``) drive a
+    round-to-nearest int8 encoder for GPTQ's statistics, every layer is rebuilt with GPTQ's codes, and those codes
+    are added to ``gptq_codes`` (for the caller to cache). The names quantised."""
     names = [name for name, module in encoder.named_modules() if isinstance(module, nn.Linear)]
     widths = {name: module.in_features for name, module in encoder.named_modules() if isinstance(module, nn.Linear)}
     rotations = {
@@ -140,22 +142,32 @@ def quantize_encoder(
     smoothed = [n for n in names if linear_kind(n) in recipe.smooth]
     act_max = activation_maxima(encoder, calibrate, smoothed, rotations=rotations) if smoothed else {}
     originals = {name: m for name, m in encoder.named_modules() if isinstance(m, nn.Linear)}
+    skip = is_ffn_output if recipe.float_ffn_out else lambda _name: False
+    codes = gptq_codes if gptq_codes is not None else {}
 
-    def quantize(hessians: dict[str, torch.Tensor] | None = None) -> list[str]:
+    def quantize(rounding: Callable[[str, torch.Tensor, torch.Tensor], torch.Tensor] | None = None) -> list[str]:
         return quantize_linears(
             encoder,
-            skip=is_ffn_output if recipe.float_ffn_out else lambda _name: False,
+            skip=skip,
             act_max=act_max,
             alpha=recipe.alpha,
             outliers=recipe.outliers,
             rotations=rotations,
             act={n: recipe.act for n in names if linear_kind(n) in recipe.tuned},
-            hessians=hessians,
+            rounding=rounding,
             emulate=emulate,
         )
 
-    replaced = quantize()
-    if recipe.gptq:
+    def cached(name: str, weight: torch.Tensor, _scale: torch.Tensor) -> torch.Tensor:
+        if codes[name].shape != weight.shape or codes[name].dtype != torch.int8:
+            raise ValueError(f"cached GPTQ codes for {name} do not fit its weight {tuple(weight.shape)}")
+        return codes[name]
+
+    if recipe.gptq and codes and all(n in codes for n in names if not skip(n)):
+        replaced = quantize(cached)
+    else:
+        replaced = quantize()
+    if recipe.gptq and replaced and not all(n in codes for n in replaced):
         if not gptq_batches:
             raise ValueError("a GPTQ recipe needs calibration batches")
         layers = {name: m for name, m in encoder.named_modules() if isinstance(m, Int8Linear)}
@@ -163,7 +175,12 @@ def quantize_encoder(
         for name in replaced:  # the float layers back, to be quantised again from their own weights
             parent, _, child = name.rpartition(".")
             setattr(encoder.get_submodule(parent), child, originals[name])
-        replaced = quantize(hessians)
+
+        def gptq(name: str, weight: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+            codes[name] = gptq_quantize(weight, hessians[name], scale)
+            return codes[name]
+
+        replaced = quantize(gptq)
     if recipe.float_ffn_out and bf16:
         prepack = onednn_bf16_supported()  # bit for bit the plain layer's sums, without the per-call weight reorder
         replace_linears(

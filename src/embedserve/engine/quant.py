@@ -18,12 +18,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 from torch import nn
 
 from embedserve.engine.fused import fused_available, rotate_quantize
-from embedserve.engine.gptq import gptq_quantize
 from embedserve.engine.hadamard import HadamardRotation, fold_rotation
 from embedserve.engine.prepacked import PrepackedLinear
 
@@ -81,10 +81,10 @@ class Int8Linear(nn.Module):
     same product with outliers spread over all channels; ``smooth`` and ``outliers`` then act on the rotated
     channels. ``smooth`` divides the activations' input channels (and multiplies the weight's); ``outliers`` names
     input channels computed in fp32 instead: they are zeroed before the per-token scale is taken, so they no longer
-    set it. ``act`` says how the activation scales are taken (per token by default). ``hessian`` (``input_rows``'s
-    ``X^T X`` over calibration text) rounds the weight by GPTQ instead of to nearest. ``emulate`` computes the same
-    integer products in float64 instead of oneDNN's kernel: any CPU, far slower, for fidelity measurements only
-    (never served).
+    set it. ``act`` says how the activation scales are taken (per token by default). ``rounding(weight, scale)`` gives
+    the int8 codes of the (rotated, smoothed) weight for its per-row scales, instead of rounding to nearest (GPTQ).
+    ``emulate`` computes the same integer products in float64 instead of oneDNN's kernel: any CPU, far slower, for
+    fidelity measurements only (never served).
     """
 
     packed_weight: torch.Tensor | None
@@ -104,7 +104,7 @@ class Int8Linear(nn.Module):
         *,
         rotation: HadamardRotation | None = None,
         act: ActScales = PER_TOKEN,
-        hessian: torch.Tensor | None = None,
+        rounding: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
         emulate: bool = False,
     ) -> None:
         super().__init__()
@@ -127,8 +127,8 @@ class Int8Linear(nn.Module):
             self.outliers = self.outlier_weight_t = None
         self.register_buffer("act_factor", factor)
         q, scale = _quantize_rows(weight)
-        if hessian is not None:  # the same scales, the codes chosen by GPTQ instead of rounded to nearest
-            q = gptq_quantize(weight, hessian, scale.squeeze(1))
+        if rounding is not None:  # the same scales, the codes chosen another way (GPTQ) than rounding to nearest
+            q = rounding(weight, scale.squeeze(1))
         packed = None if emulate else torch.ops.onednn.qlinear_prepack(q, None)  # oneDNN's blocked layout
         self.register_buffer("packed_weight", packed)
         self.register_buffer("weight_q_t", q.t().double().contiguous() if emulate else None)
@@ -269,14 +269,14 @@ def quantize_linears(
     outliers: int = 0,
     rotations: Mapping[str, HadamardRotation] | None = None,
     act: Mapping[str, ActScales] | None = None,
-    hessians: Mapping[str, torch.Tensor] | None = None,
+    rounding: Callable[[str, torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
     emulate: bool = False,
 ) -> list[str]:
     """Replace every ``nn.Linear`` not skipped by an ``Int8Linear``: rotated where ``rotations`` has its name,
     smoothed where ``act_max`` has it (maxima of the rotated input for a rotated layer), with the ``outliers`` input
     channels largest after smoothing kept in fp32, activation scales as ``act`` says (per token if unnamed), and
-    weights rounded by GPTQ where ``hessians`` has the name."""
-    rotations, act, hessians = rotations or {}, act or {}, hessians or {}
+    int8 weight codes from ``rounding(name, weight, scale)`` where given (else rounded to nearest)."""
+    rotations, act = rotations or {}, act or {}
 
     def build(full: str, linear: nn.Linear) -> nn.Module | None:
         if skip(full):
@@ -288,7 +288,13 @@ def quantize_linears(
                 kept = torch.topk(act_max[full] / smooth, min(outliers, linear.in_features)).indices
         scales = act.get(full, PER_TOKEN)
         return Int8Linear(
-            linear, smooth, kept, rotation=rotations.get(full), act=scales, hessian=hessians.get(full), emulate=emulate
+            linear,
+            smooth,
+            kept,
+            rotation=rotations.get(full),
+            act=scales,
+            rounding=None if rounding is None else partial(rounding, full),
+            emulate=emulate,
         )
 
     return replace_linears(model, build)

@@ -14,8 +14,9 @@ import numpy as np
 import numpy.typing as npt
 import onnxruntime as ort
 
-from embedserve.engine.backends.onnx_build import Variant, cache_root, ensure_graph, weights_fingerprint
+from embedserve.engine.backends.onnx_build import Variant, ensure_graph
 from embedserve.engine.backends.torch import default_threads, resolve_device
+from embedserve.engine.build_cache import cache_root, weights_fingerprint
 from embedserve.engine.loading import LoadedModel
 from embedserve.errors import EmbedServeError, EngineError, InvalidRequestError, ModelLoadError
 from embedserve.settings import EngineSettings
@@ -109,7 +110,7 @@ class OnnxBackend:
         self._session: ort.InferenceSession | None = load_session(
             model,
             variant=variant,
-            root=cache_root(settings),
+            root=cache_root(settings, "onnx"),
             providers=providers,
             threads=settings.threads or default_threads(),
         )

@@ -7,15 +7,11 @@ only appear there through ``os.replace`` of a complete temp file, so a crash nev
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import logging
 import math
-import os
-import tempfile
 import time
 import warnings
-from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 from typing import Literal
@@ -25,10 +21,10 @@ from torch import nn
 
 from embedserve.engine.backends.torch import build_encoder
 from embedserve.engine.bert import BertEncoder
+from embedserve.engine.build_cache import cache_key, remove_stale_temps, write_atomically
 from embedserve.engine.loading import LoadedModel
 from embedserve.engine.model_info import Pooling
 from embedserve.engine.pooling import pool
-from embedserve.settings import EngineSettings
 
 logger = logging.getLogger(__name__)
 
@@ -43,7 +39,6 @@ _VARIANT_RECIPES: dict[Variant, str] = {
     "float32": "float32",
     "int8": "quantize_dynamic/QInt8-weights/per-channel/MatMul-only",
 }
-_STALE_TEMP_SECONDS = 3600.0
 
 
 class EmbeddingGraph(nn.Module):
@@ -60,20 +55,6 @@ class EmbeddingGraph(nn.Module):
         return pool(hidden, attention_mask, mode=self.pooling, normalize=self.normalize)
 
 
-def cache_root(settings: EngineSettings) -> Path:
-    if settings.cache_dir is not None:
-        return settings.cache_dir / "onnx"
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "embedserve" / "onnx"
-
-
-def weights_fingerprint(model: LoadedModel) -> str:
-    if model.weights_path is None:
-        return f"dummy:seed={model.seed}"
-    with model.weights_path.open("rb") as f:
-        return "sha256:" + hashlib.file_digest(f, "sha256").hexdigest()
-
-
 def cache_key_parts(model: LoadedModel, *, variant: Variant, weights: str) -> dict[str, object]:
     return {
         "format": EXPORT_FORMAT_VERSION,
@@ -84,10 +65,6 @@ def cache_key_parts(model: LoadedModel, *, variant: Variant, weights: str) -> di
         "pooling": model.pooling,
         "normalize": model.normalize,
     }
-
-
-def cache_key(parts: dict[str, object]) -> str:
-    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:32]
 
 
 def export_onnx(model: LoadedModel, dest: Path) -> None:
@@ -155,7 +132,7 @@ def ensure_graph(model: LoadedModel, *, variant: Variant, root: Path, weights: s
         logger.info("onnx %s graph: reusing the cached %s", variant, dest)
         return dest
     folder.mkdir(parents=True, exist_ok=True)
-    _remove_stale_temps(folder)
+    remove_stale_temps(folder)
     started = time.perf_counter()
     build = partial(export_onnx, model) if source is None else partial(quantize_int8, source)
     write_atomically(dest, build)
@@ -163,33 +140,3 @@ def ensure_graph(model: LoadedModel, *, variant: Variant, root: Path, weights: s
     action = "exported" if source is None else "quantised"
     logger.info("onnx %s graph: %s to %s in %.1f s", variant, action, dest, time.perf_counter() - started)
     return dest
-
-
-def write_atomically(dest: Path, build: Callable[[Path], object]) -> None:
-    """``build`` writes a temp file beside ``dest``; only a complete, synced file is renamed into place."""
-    fd, name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp")
-    os.close(fd)
-    tmp = Path(name)
-    try:
-        build(tmp)
-        with tmp.open("rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, dest)
-    finally:
-        tmp.unlink(missing_ok=True)
-    dir_fd = os.open(dest.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-
-
-def _remove_stale_temps(folder: Path) -> None:
-    """Temp files a crashed build left behind; recent ones may belong to another process building right now."""
-    cutoff = time.time() - _STALE_TEMP_SECONDS
-    for tmp in folder.glob(".*.tmp"):
-        try:
-            if tmp.stat().st_mtime < cutoff:
-                tmp.unlink()
-        except OSError:
-            continue

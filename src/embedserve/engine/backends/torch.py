@@ -16,6 +16,7 @@ import math
 import os
 import time
 from collections.abc import Generator
+from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
@@ -25,10 +26,11 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from embedserve.engine import prepacked
 from embedserve.engine.bert import BertEncoder, fuse_qkv, init_dummy_weights, load_state
+from embedserve.engine.build_cache import cache_root
 from embedserve.engine.fused import fused_available
-from embedserve.engine.gptq import calibration_texts
+from embedserve.engine.gptq import calibration_texts, gptq_codes_file, load_gptq_codes, save_gptq_codes
 from embedserve.engine.graphs import GRAPH_MAX_TOKENS, CudaGraphs, graph_buckets
-from embedserve.engine.int8_recipe import SMOOTHED_FLOAT_FFN_OUT, Int8Recipe, quantize_encoder
+from embedserve.engine.int8_recipe import RECIPES, Int8Recipe, quantize_encoder
 from embedserve.engine.loading import LoadedModel
 from embedserve.engine.pooling import pool
 from embedserve.engine.quant import CALIBRATION_TEXTS, int8_linear_available, replace_linears
@@ -162,20 +164,26 @@ def build_encoder(model: LoadedModel) -> BertEncoder:
     return encoder.eval()
 
 
-INT8_RECIPE = SMOOTHED_FLOAT_FFN_OUT
-"""What ``--dtype int8`` builds. Outlier channels (16 per layer kept in fp32), MiniLM min cosine vs fp32 over 520
-sentences: 0 -> 0.99845, 4 -> 0.99913, 8 -> 0.99927, 16 -> 0.99935, 32 -> 0.99943 (docs/performance-history.md,
-"int8 attempts"). Rotated int8-everywhere recipes measured 0.99755-0.99917 emulated (docs/int8-rotation.md), all
-below this recipe's 0.99939; the best servable one (64 outliers) read 0.998992 on oneDNN's kernel on a Zen 4 and
-ran at 1.18x bf16 on medium texts there, against this recipe's 1.31x."""
+INT8_RECIPE = RECIPES["gptq"][1]
+"""What ``--dtype int8`` builds: int8 on every linear, the FFN down projection's input Hadamard-rotated, SmoothQuant
+and 16 fp32 outlier channels per layer, weights rounded by GPTQ (cached between starts). MiniLM min cosine vs fp32
+over 520 sentences 0.999257 on oneDNN's kernel (Zen 5), and 1.23-1.28x prepacked bf16 in library calls on bge-large
+there, where the recipe before it (``bf16-ffn-out``: FFN-out in bf16, weights rounded to nearest) read 0.999385 and
+1.03-1.10x (docs/int8-rotation.md)."""
 
 
 def build_int8_encoder(
-    model: LoadedModel, *, recipe: Int8Recipe = INT8_RECIPE, emulate: bool = False, bf16: bool | None = None
+    model: LoadedModel,
+    *,
+    recipe: Int8Recipe = INT8_RECIPE,
+    emulate: bool = False,
+    bf16: bool | None = None,
+    cache: Path | None = None,
 ) -> BertEncoder:
     """W8A8 (per-token activations, per-channel weights) as ``recipe`` says, calibrated on fixed texts. ``emulate``
     builds the float64 emulation of the same integer arithmetic (any CPU; fidelity measurements only); ``bf16``
-    (default: whether the CPU has it) is how a layer the recipe keeps out of int8 runs, else fp32."""
+    (default: whether the CPU has it) is how a layer the recipe keeps out of int8 runs, else fp32. ``cache``: a
+    folder where a GPTQ recipe's int8 codes are kept between starts (GPTQ takes minutes on bge-large, 2 cores)."""
     from embedserve.engine.batching import pad_batch
     from embedserve.engine.tokenizer import WordPieceTokenizer
 
@@ -189,8 +197,10 @@ def build_int8_encoder(
     tokenizer = WordPieceTokenizer(model.tokenizer_path, vocab_size=model.config.vocab_size)
     encodings = tokenizer.encode_texts(CALIBRATION_TEXTS, truncate=True, max_tokens=model.max_seq_length)
     ids, mask = pad_batch(encodings, pad_id=tokenizer.pad_id)
+    codes_file = gptq_codes_file(model, recipe, cache) if recipe.gptq and cache is not None and not emulate else None
+    codes = load_gptq_codes(codes_file) if codes_file is not None else {}
     gptq_batches = []
-    if recipe.gptq:  # length-sorted batches of GPTQ's calibration texts
+    if recipe.gptq and not codes:  # length-sorted batches of GPTQ's calibration texts
         texts = sorted(tokenizer.encode_texts(calibration_texts(), truncate=True, max_tokens=model.max_seq_length),
                        key=lambda e: len(e.ids))  # fmt: skip
         for start in range(0, len(texts), 32):
@@ -202,8 +212,11 @@ def build_int8_encoder(
         recipe,
         bf16=cpu_has_bf16() if bf16 is None else bf16,
         gptq_batches=gptq_batches,
+        gptq_codes=codes,
         emulate=emulate,
     )
+    if codes_file is not None and gptq_batches:  # computed now: kept for the next start
+        save_gptq_codes(codes_file, codes)
     # built (or loaded from torch's cache) now, not on the first request: a first build takes ~20 s
     kernels = "fused C++ kernel" if fused_available() else "torch ops"
     logger.info(
@@ -269,7 +282,7 @@ class TorchBackend:
         self._pooling = model.pooling
         self._normalize = model.normalize
         if self._torch_dtype == torch.int8:
-            self.encoder = build_int8_encoder(model, recipe=int8_recipe)
+            self.encoder = build_int8_encoder(model, recipe=int8_recipe, cache=cache_root(settings, "int8"))
         else:
             self.encoder = build_encoder(model).to(device=self._device, dtype=self._torch_dtype)
         if self.prepacked:
