@@ -18,9 +18,7 @@ import numpy as np
 import pytest
 
 from embedserve.engine import Engine, EngineSettings
-from embedserve.engine.backends.torch import TorchBackend, cpu_has_bf16
-from embedserve.engine.int8_recipe import RECIPES
-from embedserve.engine.loading import load_model
+from embedserve.engine.backends.torch import cpu_has_bf16
 from embedserve.settings import BackendName, DType, OnOffAuto
 from tests.cpu_features import NEEDS_FAST_INT8, NEEDS_ONEDNN_BF16
 from tests.model.corpus import RETRIEVAL_PASSAGES, RETRIEVAL_QUERIES, varied_sentences
@@ -46,17 +44,14 @@ class Fidelity:
 
 
 def embed_all(
-    model_dir: Path, backend: BackendName, dtype: DType, packing: OnOffAuto = "auto", *, int8_recipe: str = ""
+    model_dir: Path, backend: BackendName, dtype: DType, packing: OnOffAuto = "auto"
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The corpus's and the retrieval set's vectors; ``int8_recipe`` names an ``int8_recipe.RECIPES`` entry to build
-    instead of the one ``--dtype int8`` serves (built once, shared by both engines)."""
     settings = EngineSettings(model=str(model_dir), backend=backend, dtype=dtype, prepacked_weights=packing)
-    if packing == "on" or int8_recipe:
+    if packing == "on":
         settings = settings.model_copy(update={"device": "cpu"})  # prepacking is CPU-only: pinned on a CUDA host too
-    built = TorchBackend(load_model(settings), settings, int8_recipe=RECIPES[int8_recipe][1]) if int8_recipe else None
-    engine = Engine(settings.model_copy(update={"max_batch_tokens": 8192}), backend=built)
+    engine = Engine(settings.model_copy(update={"max_batch_tokens": 8192}))
     corpus = engine.embed_texts(varied_sentences(520), truncate=True)
-    engine = Engine(settings, backend=built)
+    engine = Engine(settings)
     retrieval = engine.embed_texts(RETRIEVAL_QUERIES + RETRIEVAL_PASSAGES, truncate=True)
     return corpus, retrieval
 
@@ -108,24 +103,13 @@ def test_auto_dtype_is_bf16_only_where_the_cpu_runs_bf16_natively(minilm_model_d
 @NEEDS_FAST_INT8
 def test_int8_w8a8_is_close_and_keeps_retrieval(minilm_model_dir: Path, fp32: Pair) -> None:
     fid = measure(embed_all(minilm_model_dir, "torch", "int8"), fp32)
-    print(f"\ntorch int8 (W8A8, SmoothQuant, 16 fp32 outlier channels, FFN-out bf16/fp32): {fid}")
-    # Measured min 0.99935 with an fp32 FFN-out (0.99938 in bf16), strict same top-3 14/16 (15/16): swaps at ranks
-    # 3-4 between unrelated passages that fp32 scores 0.0001 and 0.004 apart. Opt-in (docs/performance.md); the
+    print(f"\ntorch int8 (every linear; FFN-out rotated; SmoothQuant, 32 fp32 outlier channels; GPTQ): {fid}")
+    # Measured min 0.999312, mean 0.999815, strict same top-3 16/16 on a Zen 5 (docs/int8-rotation.md, "GPTQ");
+    # rounding the weights to nearest instead reads 0.998865, 16 outlier channels 0.999127-0.999257. Opt-in; the
     # floors catch a regression, on the strict count so that one new swap among near-ties still fails.
     assert fid.min_cos >= 0.999, fid
     assert fid.mean_cos >= 0.9997, fid
     assert fid.correct_top1 == 1.0 and fid.strict_top3 >= 0.85, fid
-
-
-@NEEDS_FAST_INT8
-def test_int8_on_every_linear_with_gptq_weights_passes_the_gate(minilm_model_dir: Path, fp32: Pair) -> None:
-    fid = measure(embed_all(minilm_model_dir, "torch", "int8", int8_recipe="gptq"), fp32)
-    print(f"\ntorch int8 on every linear (FFN-out rotated, GPTQ weights): {fid}")
-    # Measured min 0.999244, mean 0.999798, same top-3 16/16 (strict 15/16) on a Zen 5; rounding the weights to
-    # nearest instead reads 0.998864 (docs/int8-rotation.md, "GPTQ").
-    assert fid.min_cos >= 0.999, fid
-    assert fid.mean_cos >= 0.9997, fid
-    assert fid.same_top3 == 1.0 and fid.correct_top1 == 1.0, fid
 
 
 @pytest.mark.parametrize(

@@ -104,6 +104,10 @@ RECIPES: dict[str, tuple[str, Int8Recipe]] = {
         for k in (32, 64)
     },
     "gptq": ("rot-ffn-out+smooth, weights rounded by GPTQ", Int8Recipe(rotate=_FFN_OUT, gptq=True)),
+    "gptq+out32": (
+        "rot-ffn-out+smooth, 32 outliers per layer, weights rounded by GPTQ",
+        Int8Recipe(rotate=_FFN_OUT, outliers=32, gptq=True),
+    ),
     "rot-all+gptq": (
         "every linear rotated, no smoothing, no outliers, weights rounded by GPTQ",
         Int8Recipe(rotate=KINDS, smooth=_NONE, outliers=0, gptq=True),

@@ -21,6 +21,7 @@ from embedserve.engine.backends import torch as torch_backend
 from embedserve.engine.backends.torch import TorchBackend, resolve_prepacking
 from embedserve.engine.batching import pad_batch
 from embedserve.engine.bert import Intermediate, SelfAttention
+from embedserve.engine.int8_recipe import RECIPES
 from embedserve.engine.loading import BertConfig, load_model
 from embedserve.engine.prepacked import PrepackedLinear
 from embedserve.engine.quant import BF16Linear
@@ -208,11 +209,11 @@ def test_the_int8_models_bf16_layer_is_prepacked_bit_for_bit(in_features: int, o
 
 @pytest.mark.skipif(
     not (torch_backend.cpu_has_fast_int8() and torch_backend.cpu_has_bf16()),
-    reason="the int8 model keeps a bf16 layer only on CPUs with fast int8 (AVX512-VNNI or AMX) and native bf16",
+    reason="an int8 recipe keeps a bf16 layer only on CPUs with fast int8 (AVX512-VNNI or AMX) and native bf16",
 )
-def test_the_int8_model_prepacks_its_bf16_layer(minilm_model_dir: Path) -> None:
+def test_an_int8_recipe_with_a_bf16_layer_prepacks_it(minilm_model_dir: Path) -> None:
     settings = EngineSettings(model=str(minilm_model_dir), backend="torch", dtype="int8", device="cpu")
-    int8 = TorchBackend(load_model(settings), settings)
+    int8 = TorchBackend(load_model(settings), settings, int8_recipe=RECIPES["bf16-ffn-out"][1])
     assert not int8.prepacked  # the flag is about the bf16 model; the int8 model's bf16 layer is always prepacked
     ffn_out = dict(int8.encoder.named_modules())["encoder.layer.5.output.dense"]
     assert isinstance(ffn_out, BF16Linear) and isinstance(ffn_out.inner, PrepackedLinear)

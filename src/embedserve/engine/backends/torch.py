@@ -164,12 +164,12 @@ def build_encoder(model: LoadedModel) -> BertEncoder:
     return encoder.eval()
 
 
-INT8_RECIPE = RECIPES["gptq"][1]
+INT8_RECIPE = RECIPES["gptq+out32"][1]
 """What ``--dtype int8`` builds: int8 on every linear, the FFN down projection's input Hadamard-rotated, SmoothQuant
-and 16 fp32 outlier channels per layer, weights rounded by GPTQ (cached between starts). MiniLM min cosine vs fp32
-over 520 sentences 0.999257 on oneDNN's kernel (Zen 5), and 1.23-1.28x prepacked bf16 in library calls on bge-large
-there, where the recipe before it (``bf16-ffn-out``: FFN-out in bf16, weights rounded to nearest) read 0.999385 and
-1.03-1.10x (docs/int8-rotation.md)."""
+and 32 fp32 outlier channels per layer, weights rounded by GPTQ (cached between starts). MiniLM min cosine vs fp32
+over 520 sentences 0.999312 on oneDNN's kernel (Zen 5; 16 outlier channels read 0.999127-0.999257, too near the
+gate), and 1.09-1.21x prepacked bf16 in library calls on bge-large there, where the recipe before it
+(``bf16-ffn-out``: FFN-out in bf16, weights rounded to nearest) read 0.999385 and 1.01-1.09x (docs/int8-rotation.md)."""
 
 
 def build_int8_encoder(
