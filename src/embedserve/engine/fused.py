@@ -13,6 +13,7 @@ import hashlib
 import logging
 import os
 import shutil
+import time
 from pathlib import Path
 from types import ModuleType
 
@@ -23,6 +24,7 @@ from embedserve.engine.hadamard import HadamardRotation
 logger = logging.getLogger(__name__)
 
 ENV_SWITCH = "EMBEDSERVE_FUSED_KERNELS"
+_STALE_LOCK_SECONDS = 300.0
 _SOURCE = Path(__file__).with_name("csrc") / "rotate_quantize.cpp"
 
 
@@ -43,8 +45,10 @@ def _extension() -> ModuleType | None:
 
     try:
         _ninja_on_path()
+        name = f"embedserve_rotate_quantize_{_cpu_tag()}"
+        _drop_stale_lock(Path(cpp_extension._get_build_directory(name, verbose=False)))
         return cpp_extension.load(  # type: ignore[no-any-return]
-            name=f"embedserve_rotate_quantize_{_cpu_tag()}",
+            name=name,
             sources=[str(_SOURCE)],
             # at::parallel_for is inline: its OpenMP region is compiled here. The link resolves libgomp.so.1 to the one
             # torch has already loaded (same soname), so torch's thread count governs it too.
@@ -55,6 +59,18 @@ def _extension() -> ModuleType | None:
     except Exception as exc:  # no compiler, no ninja, a failed build: every one means the torch path
         logger.warning("fused int8 kernels unavailable, Int8Linear keeps the torch path: %s", exc)
         return None
+
+
+def _drop_stale_lock(build_dir: Path) -> None:
+    """torch waits without limit on the build folder's lock file; one left by a process killed mid-build (a build
+    takes ~20 s) would hang every later start, so a lock older than ``_STALE_LOCK_SECONDS`` is removed."""
+    lock = build_dir / "lock"
+    try:
+        if time.time() - lock.stat().st_mtime > _STALE_LOCK_SECONDS:
+            lock.unlink()
+            logger.warning("removed a stale kernel build lock %s (a build killed midway)", lock)
+    except FileNotFoundError:
+        pass
 
 
 def _ninja_on_path() -> None:

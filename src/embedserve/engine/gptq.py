@@ -10,7 +10,6 @@ weight, so one-word texts, whose few tokens set the worst cosines, count as much
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import logging
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -37,21 +36,38 @@ def calibration_texts() -> list[str]:
     return [json.loads(line) for line in data.read_text(encoding="utf-8").splitlines() if line]
 
 
-CODES_FORMAT = 1
-"""Bumped whenever this module would choose other codes for the same inputs: older cached codes are then ignored."""
+CODES_FORMAT = 2
+"""Bumped whenever this module, ``quant.py`` or ``hadamard.py`` would choose other codes for the same inputs: older
+cached codes are then ignored."""
 
 
-def gptq_codes_file(model: LoadedModel, recipe: object, root: Path) -> Path:
-    """Where ``recipe``'s codes for ``model`` are cached under ``root``: a key over everything that chooses them."""
+class StaleGptqCodes(ValueError):
+    """Cached codes that do not fit the layers built now (another shape, or other outlier channels)."""
+
+
+def gptq_codes_file(model: LoadedModel, recipe: object, root: Path, *, calibration: str) -> Path:
+    """Where ``recipe``'s codes for ``model`` are cached under ``root``: a key over everything that chooses them.
+    ``recipe`` is a dataclass, keyed by its fields (sets sorted: their order changes with the process's hash seed);
+    ``calibration`` is a digest of both calibration sets as token ids (texts, tokenizer and length limit)."""
     parts = {
         "format": CODES_FORMAT,
-        "recipe": repr(recipe),
+        "recipe": json.loads(json.dumps(dataclasses.asdict(recipe), sort_keys=True, default=sorted)),  # type: ignore[call-overload]
         "weights": weights_fingerprint(model),
         "config": dataclasses.asdict(model.config),
-        "calibration": hashlib.sha256(json.dumps(calibration_texts()).encode()).hexdigest(),
+        "calibration": calibration,
         "torch": torch.__version__,
     }
     return root / cache_key(parts) / "gptq_codes.safetensors"
+
+
+def check_codes(name: str, codes: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """``codes`` if they were made for ``weight``: same shape, int8, and all-zero exactly in the columns the weight
+    has zeroed (the layer's fp32 outlier channels, which a start may pick differently); else ``StaleGptqCodes``."""
+    if codes.shape != weight.shape or codes.dtype != torch.int8:
+        raise StaleGptqCodes(f"{name}: codes {tuple(codes.shape)} for a weight {tuple(weight.shape)}")
+    if not torch.equal(codes.abs().sum(dim=0) == 0, weight.abs().sum(dim=0) == 0):
+        raise StaleGptqCodes(f"{name}: the codes' fp32 outlier channels differ from this start's")
+    return codes
 
 
 def load_gptq_codes(path: Path) -> dict[str, torch.Tensor]:

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from embedserve.engine.gptq import collect_hessians, gptq_quantize
+from embedserve.engine.gptq import check_codes, collect_hessians, gptq_quantize
 from embedserve.engine.hadamard import HadamardRotation
 from embedserve.engine.prepacked import onednn_bf16_supported
 from embedserve.engine.quant import (
@@ -135,7 +135,8 @@ def quantize_encoder(
     encoder over fixed texts for the smoothing factors. With ``recipe.gptq`` the weights' int8 codes come from
     ``gptq_codes`` (by layer name) where it has them all; otherwise ``gptq_batches`` (``(ids, mask)``) drive a
     round-to-nearest int8 encoder for GPTQ's statistics, every layer is rebuilt with GPTQ's codes, and those codes
-    are added to ``gptq_codes`` (for the caller to cache). The names quantised."""
+    are added to ``gptq_codes`` (for the caller to cache). Codes that do not fit raise ``StaleGptqCodes``. The
+    names quantised."""
     names = [name for name, module in encoder.named_modules() if isinstance(module, nn.Linear)]
     widths = {name: module.in_features for name, module in encoder.named_modules() if isinstance(module, nn.Linear)}
     rotations = {
@@ -163,9 +164,7 @@ def quantize_encoder(
         )
 
     def cached(name: str, weight: torch.Tensor, _scale: torch.Tensor) -> torch.Tensor:
-        if codes[name].shape != weight.shape or codes[name].dtype != torch.int8:
-            raise ValueError(f"cached GPTQ codes for {name} do not fit its weight {tuple(weight.shape)}")
-        return codes[name]
+        return check_codes(name, codes[name], weight)
 
     if recipe.gptq and codes and all(n in codes for n in names if not skip(n)):
         replaced = quantize(cached)

@@ -5,7 +5,10 @@ The kernel's tests need a C++ compiler only; the layer's need oneDNN's int8 kern
 from __future__ import annotations
 
 import logging
+import os
+import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import torch
@@ -198,3 +201,14 @@ def test_without_a_rotation_the_kernel_is_the_torch_path_bit_for_bit() -> None:
     got = rotate_quantize(x, None, act_factor=factor, outliers=outliers)
     for a, b in zip(got, want, strict=True):
         assert a is not None and b is not None and torch.equal(a, b)
+
+
+def test_a_build_lock_left_by_a_killed_build_is_removed_and_a_live_one_kept(tmp_path: Path) -> None:
+    lock = tmp_path / "lock"
+    lock.touch()
+    fused._drop_stale_lock(tmp_path)  # another process is building right now: wait for it, as torch does
+    assert lock.exists()
+    os.utime(lock, (time.time() - 3600, time.time() - 3600))
+    fused._drop_stale_lock(tmp_path)
+    assert not lock.exists()
+    fused._drop_stale_lock(tmp_path)  # no lock at all: nothing to do

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 from torch import nn
 
-from embedserve.engine.gptq import calibration_texts, collect_hessians, gptq_quantize
+from embedserve.engine.gptq import StaleGptqCodes, calibration_texts, check_codes, collect_hessians, gptq_quantize
 
 
 def rtn(weight: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
@@ -87,3 +92,35 @@ def test_the_calibration_set_ships_with_prose_and_one_word_texts() -> None:
     assert "" in texts
     assert sum(len(t.split()) <= 2 for t in texts) >= 20
     assert max(len(t.split()) for t in texts) >= 40
+
+
+def test_the_cache_key_is_the_same_in_every_process(minilm_model_dir: Path) -> None:
+    """The recipe's sets print in hash-seed order; the key must not follow them, or no restart would find its codes."""
+    script = (
+        "import sys; from pathlib import Path; from embedserve.engine.backends.torch import INT8_RECIPE;"
+        "from embedserve.engine.gptq import gptq_codes_file; from embedserve.engine.loading import load_model;"
+        "from embedserve.settings import EngineSettings;"
+        f"m = load_model(EngineSettings(model={str(minilm_model_dir)!r}));"
+        "print(gptq_codes_file(m, INT8_RECIPE, Path('/c'), calibration='x'))"
+    )
+    keys = {
+        subprocess.run(
+            [sys.executable, "-c", script], env={**os.environ, "PYTHONHASHSEED": seed}, capture_output=True, text=True,
+            check=True,
+        ).stdout
+        for seed in ("1", "2", "3")
+    }  # fmt: skip
+    assert len(keys) == 1 and "gptq_codes.safetensors" in keys.pop()
+
+
+def test_cached_codes_are_used_only_for_the_layer_they_were_made_for() -> None:
+    weight = torch.randn(8, 16)
+    weight[:, 5] = 0.0  # an outlier channel this start
+    codes = rtn(weight, per_row_scale(weight)).to(torch.int8)
+    assert check_codes("l", codes, weight) is codes
+    with pytest.raises(StaleGptqCodes, match="codes"):
+        check_codes("l", codes[:, :15], weight[:, :15].t())
+    other = weight.clone()
+    other[:, 5], other[:, 9] = 1.0, 0.0  # another start picked channel 9 as the outlier instead
+    with pytest.raises(StaleGptqCodes, match="outlier"):
+        check_codes("l", codes, other)

@@ -282,6 +282,24 @@ def test_a_gptq_recipe_keeps_the_layers_and_rounds_weights_closer_on_its_calibra
     assert errors[1] < errors[0]
 
 
+def test_a_gptq_recipe_with_every_layer_s_codes_at_hand_uses_them_and_needs_no_calibration_batches() -> None:
+    x = torch.randn(16, 32)
+    torch.manual_seed(3)
+    first = TinyEncoder()
+    torch.manual_seed(3)
+    second = TinyEncoder()
+    codes: dict[str, torch.Tensor] = {}
+    batches = [(x.reshape(2, 8, 32), torch.ones(2, 8, dtype=torch.long))]
+    recipe = Int8Recipe(rotate=frozenset({"ffn_out"}), gptq=True)
+    quantize_encoder(first, partial(first, x), recipe, bf16=False, gptq_batches=batches, gptq_codes=codes, emulate=True)
+    assert len(codes) == 4
+    stored = {name: code.clone() for name, code in codes.items()}
+    quantize_encoder(second, partial(second, x), recipe, bf16=False, gptq_codes=codes, emulate=True)
+    assert all(torch.equal(codes[name], stored[name]) for name in stored)
+    with torch.inference_mode():
+        assert torch.equal(first(x), second(x))
+
+
 def test_a_gptq_recipe_without_calibration_batches_is_refused() -> None:
     encoder = TinyEncoder()
     x = torch.randn(8, 32)

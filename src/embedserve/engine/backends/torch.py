@@ -11,12 +11,14 @@ Runs under ``torch.inference_mode`` on the engine's single inference thread.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import math
 import os
 import time
 from collections.abc import Generator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
@@ -28,7 +30,13 @@ from embedserve.engine import prepacked
 from embedserve.engine.bert import BertEncoder, fuse_qkv, init_dummy_weights, load_state
 from embedserve.engine.build_cache import cache_root
 from embedserve.engine.fused import fused_available
-from embedserve.engine.gptq import calibration_texts, gptq_codes_file, load_gptq_codes, save_gptq_codes
+from embedserve.engine.gptq import (
+    StaleGptqCodes,
+    calibration_texts,
+    gptq_codes_file,
+    load_gptq_codes,
+    save_gptq_codes,
+)
 from embedserve.engine.graphs import GRAPH_MAX_TOKENS, CudaGraphs, graph_buckets
 from embedserve.engine.int8_recipe import RECIPES, Int8Recipe, quantize_encoder
 from embedserve.engine.loading import LoadedModel
@@ -36,6 +44,9 @@ from embedserve.engine.pooling import pool
 from embedserve.engine.quant import CALIBRATION_TEXTS, int8_linear_available, replace_linears
 from embedserve.errors import InvalidRequestError, ModelLoadError
 from embedserve.settings import EngineSettings
+
+if TYPE_CHECKING:
+    from embedserve.engine.tokenizer import WordPieceTokenizer
 
 logger = logging.getLogger(__name__)
 
@@ -172,6 +183,18 @@ gate), and 1.09-1.21x prepacked bf16 in library calls on bge-large there, where 
 (``bf16-ffn-out``: FFN-out in bf16, weights rounded to nearest) read 0.999385 and 1.01-1.09x (docs/int8-rotation.md)."""
 
 
+def _gptq_batches(model: LoadedModel, tokenizer: WordPieceTokenizer) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """GPTQ's calibration texts as length-sorted ``(ids, mask)`` batches of 32."""
+    from embedserve.engine.batching import pad_batch
+
+    texts = sorted(
+        tokenizer.encode_texts(calibration_texts(), truncate=True, max_tokens=model.max_seq_length),
+        key=lambda e: len(e.ids),
+    )
+    batches = (pad_batch(texts[start : start + 32], pad_id=tokenizer.pad_id) for start in range(0, len(texts), 32))
+    return [(torch.from_numpy(ids), torch.from_numpy(mask)) for ids, mask in batches]
+
+
 def build_int8_encoder(
     model: LoadedModel,
     *,
@@ -188,37 +211,43 @@ def build_int8_encoder(
     from embedserve.engine.tokenizer import WordPieceTokenizer
 
     started = time.perf_counter()
-    encoder = build_encoder(model)
-    # One projection for query, key and value: their input is quantised once, not three times (bge-large on a Zen 5,
-    # library calls: 1.03-1.04x at 12, 128 and 500 tokens; plain bf16 measured 0.99-1.00x, so it fuses only when its
-    # weights are prepacked, engine/prepacked.py). Before
-    # calibration, so the fused projection gets one set of smoothing factors and outlier channels.
-    fuse_qkv(encoder)
     tokenizer = WordPieceTokenizer(model.tokenizer_path, vocab_size=model.config.vocab_size)
     encodings = tokenizer.encode_texts(CALIBRATION_TEXTS, truncate=True, max_tokens=model.max_seq_length)
-    ids, mask = pad_batch(encodings, pad_id=tokenizer.pad_id)
-    codes_file = gptq_codes_file(model, recipe, cache) if recipe.gptq and cache is not None and not emulate else None
+    ids, mask = (torch.from_numpy(a) for a in pad_batch(encodings, pad_id=tokenizer.pad_id))
+    gptq_batches = _gptq_batches(model, tokenizer) if recipe.gptq else []
+    codes_file = None
+    if recipe.gptq and cache is not None and not emulate:
+        tokens = hashlib.sha256(ids.numpy().tobytes())  # both calibration sets as token ids: texts, tokenizer, limit
+        for batch_ids, _ in gptq_batches:
+            tokens.update(batch_ids.numpy().tobytes())
+        codes_file = gptq_codes_file(model, recipe, cache, calibration=tokens.hexdigest())
     codes = load_gptq_codes(codes_file) if codes_file is not None else {}
-    gptq_batches = []
-    if recipe.gptq and not codes:  # length-sorted batches of GPTQ's calibration texts
-        texts = sorted(tokenizer.encode_texts(calibration_texts(), truncate=True, max_tokens=model.max_seq_length),
-                       key=lambda e: len(e.ids))  # fmt: skip
-        for start in range(0, len(texts), 32):
-            batch_ids, batch_mask = pad_batch(texts[start : start + 32], pad_id=tokenizer.pad_id)
-            gptq_batches.append((torch.from_numpy(batch_ids), torch.from_numpy(batch_mask)))
-    replaced = quantize_encoder(
-        encoder,
-        lambda: encoder(torch.from_numpy(ids), torch.from_numpy(mask)),
-        recipe,
-        bf16=cpu_has_bf16() if bf16 is None else bf16,
-        gptq_batches=gptq_batches,
-        gptq_codes=codes,
-        emulate=emulate,
-    )
-    if codes_file is not None and gptq_batches:  # computed now: kept for the next start
+    loaded = set(codes)
+
+    def quantize() -> tuple[BertEncoder, list[str]]:
+        encoder = build_encoder(model)
+        # One projection for query, key and value: their input is quantised once, not three times (bge-large on a
+        # Zen 5, library calls: 1.03-1.04x at 12, 128 and 500 tokens). Before calibration, so the fused projection
+        # gets one set of smoothing factors and outlier channels.
+        fuse_qkv(encoder)
+        bf16_layers = cpu_has_bf16() if bf16 is None else bf16
+        replaced = quantize_encoder(
+            encoder, lambda: encoder(ids, mask), recipe, bf16=bf16_layers, gptq_batches=gptq_batches,
+            gptq_codes=codes, emulate=emulate,
+        )  # fmt: skip
+        return encoder, replaced
+
+    try:
+        encoder, replaced = quantize()
+    except StaleGptqCodes as exc:  # the layers this start built are not the ones the codes were made for
+        logger.warning("int8: cached GPTQ codes %s do not fit (%s); computing them again", codes_file, exc)
+        codes.clear()
+        loaded = set()
+        encoder, replaced = quantize()
+    if codes_file is not None and set(codes) != loaded:  # computed now: kept for the next start
         save_gptq_codes(codes_file, codes)
     # built (or loaded from torch's cache) now, not on the first request: a first build takes ~20 s
-    kernels = "fused C++ kernel" if fused_available() else "torch ops"
+    kernels = "float64 emulation" if emulate else "fused C++ kernel" if fused_available() else "torch ops"
     logger.info(
         "int8: quantised %d linear layers in %.1fs; activations quantised by %s",
         len(replaced), time.perf_counter() - started, kernels,
