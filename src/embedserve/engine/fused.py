@@ -100,7 +100,7 @@ def rotate_quantize(
     """``T x`` for each row of ``rows`` (N x n fp32), then per row: the ``outliers`` columns (N x k fp32, rotated,
     not smoothed; None without ``outliers``), ``* act_factor``, and uint8 ``q + 128`` with its scale (N x 1), as
     ``_quantize_rows_shifted_(rotation(rows)[...] * act_factor, clip)`` computes them up to fp32 rounding order.
-    Without ``rotation`` (blocks of width 1: no butterfly) the same steps on ``rows`` as they are, bit for bit."""
+    Without ``rotation`` (blocks of width 1: no butterfly) the same steps on ``rows`` as they are (scales exact)."""
     ext = _extension()
     if ext is None:
         raise RuntimeError("the fused kernels are unavailable here; check fused_available() first")

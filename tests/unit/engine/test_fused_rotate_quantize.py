@@ -188,19 +188,23 @@ def test_int8_linear_serves_the_same_outputs_through_the_kernel(
     assert calls == [1] and got.shape == want.shape == (2, 19, 96)
     # only a rare activation one step off changes anything: by at most a few weight-sized steps
     torch.testing.assert_close(got, want, rtol=0, atol=2e-3 * float(want.abs().max()))
-    if not rotate:  # no butterfly: the same fp32 operations in the same order as the torch path
-        assert torch.equal(got, want)
 
 
 @pytest.mark.usefixtures("kernel")
-def test_without_a_rotation_the_kernel_is_the_torch_path_bit_for_bit() -> None:
-    x = torch.randn(300, 1024) * torch.rand(1024) * 4
-    factor, outliers = torch.rand(1024) + 0.5, torch.tensor([5, 700])
+@pytest.mark.parametrize("seed", range(5))
+def test_without_a_rotation_the_kernel_is_the_torch_path(seed: int) -> None:
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(300, 1024, generator=gen) * torch.rand(1024, generator=gen) * 4
+    factor, outliers = torch.rand(1024, generator=gen) + 0.5, torch.tensor([5, 700])
     factor[outliers] = 0.0
-    want = torch_path(x, None, factor, outliers, 1.0)
-    got = rotate_quantize(x, None, act_factor=factor, outliers=outliers)
-    for a, b in zip(got, want, strict=True):
-        assert a is not None and b is not None and torch.equal(a, b)
+    # the same scales and gathered columns exactly; a value on a rounding boundary (2 in 10^7 seen over 20 seeds)
+    # may land one step away, as torch's vectorised 127 / amax can differ from a division by one ulp
+    assert_matches_torch_path(x, None, factor=factor, outliers=outliers)
+    _, scale, cols = rotate_quantize(x, None, act_factor=factor, outliers=outliers)
+    _, want_scale, want_cols = torch_path(x, None, factor, outliers, 1.0)
+    assert (
+        torch.equal(scale, want_scale) and cols is not None and want_cols is not None and torch.equal(cols, want_cols)
+    )
 
 
 def test_a_build_lock_left_by_a_killed_build_is_removed_and_a_live_one_kept(tmp_path: Path) -> None:
