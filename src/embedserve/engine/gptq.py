@@ -30,7 +30,7 @@ _QMAX = 127.0
 
 
 def calibration_texts() -> list[str]:
-    """The fixed GPTQ calibration set shipped with the package: 400 passages of 8-300 words cut from this project's
+    """The fixed GPTQ calibration set shipped with the package: 400 passages of 8-60 words cut from this project's
     own documentation and 30 one- or two-word texts (the empty one included). No user data is ever used."""
     data = resources.files("embedserve.engine") / "data" / "gptq_calibration.jsonl"
     return [json.loads(line) for line in data.read_text(encoding="utf-8").splitlines() if line]

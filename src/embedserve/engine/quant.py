@@ -142,46 +142,45 @@ class Int8Linear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shape = x.shape
         rows = x.reshape(-1, self.in_features).float()
-        if not self.act.group and self.weight_q_t is None and fused_available():
-            out = self._fused_forward(rows, self.rotation)
-            return out.reshape(*shape[:-1], self.out_features).to(x.dtype)
-        rotated = self.rotation is not None
-        if self.rotation is not None:
-            rows = self.rotation(rows)
-        bias = self.bias
-        if self.outliers is not None and self.outlier_weight_t is not None:
-            bias = torch.addmm(bias, rows[:, self.outliers], self.outlier_weight_t)
-        # smoothing, and the outlier channels zeroed, in a copy the quantisation may overwrite
-        if self.act_factor is not None:
-            rows = rows * self.act_factor
-        elif not rotated:
-            rows = rows.clone()
         if self.act.group:
-            out = self._grouped_product(rows).add_(bias)
+            smoothed, cols = self._prepared(rows)
+            out = self._grouped_product(smoothed).add_(self._bias(cols))
         else:
-            q, scale = _quantize_rows_shifted_(rows, self.act.clip)
+            q, scale, cols = self._quantized(rows)
             out = self._int8_product(q)
-            out = torch.addcmul(bias, out, scale, out=out)  # the per-token scales, and the bias, in one pass
+            out = torch.addcmul(self._bias(cols), out, scale, out=out)  # the per-token scales and the bias, one pass
         return out.reshape(*shape[:-1], self.out_features).to(x.dtype)
 
     def input_rows(self, x: torch.Tensor) -> torch.Tensor:
         """The fp32 rows this layer's int8 product quantises for input ``x``: rotated, smoothed, outliers zeroed."""
-        rows = x.reshape(-1, self.in_features).float()
+        return self._prepared(x.reshape(-1, self.in_features).float())[0]
+
+    def _prepared(self, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The rows rotated, then smoothed with the outlier channels zeroed, in a copy the quantisation may
+        overwrite; and the outlier channels' values (rotated, not smoothed) for the fp32 side product."""
+        fresh = self.rotation is not None  # a rotation's output is a new tensor, the caller's rows are not
         if self.rotation is not None:
             rows = self.rotation(rows)
-        return rows * self.act_factor if self.act_factor is not None else rows
+        cols = rows[:, self.outliers] if self.outliers is not None else None
+        if self.act_factor is not None:
+            return rows * self.act_factor, cols
+        return (rows if fresh else rows.clone()), cols
 
-    def _fused_forward(self, rows: torch.Tensor, rotation: HadamardRotation | None) -> torch.Tensor:
-        """``forward``'s rotation, outlier gather, smoothing and quantisation in one fused pass per row
-        (``engine/fused.py``); the same product and epilogue after it."""
-        q, scale, cols = rotate_quantize(
-            rows, rotation, act_factor=self.act_factor, outliers=self.outliers, clip=self.act.clip
-        )
-        bias = self.bias
-        if cols is not None and self.outlier_weight_t is not None:
-            bias = torch.addmm(bias, cols, self.outlier_weight_t)
-        out = self._int8_product(q)
-        return torch.addcmul(bias, out, scale, out=out)
+    def _quantized(self, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """uint8 rows, their per-token scales and the outlier channels' values: the fused kernel's one pass per row
+        (``engine/fused.py``) where it runs, else ``_prepared`` and ``_quantize_rows_shifted_``."""
+        if self.weight_q_t is None and fused_available():
+            return rotate_quantize(rows, self.rotation, act_factor=self.act_factor, outliers=self.outliers,
+                                   clip=self.act.clip)  # fmt: skip
+        prepared, cols = self._prepared(rows)
+        q, scale = _quantize_rows_shifted_(prepared, self.act.clip)
+        return q, scale, cols
+
+    def _bias(self, cols: torch.Tensor | None) -> torch.Tensor:
+        """The bias plus the fp32 outlier channels' share of the product."""
+        if cols is None or self.outlier_weight_t is None:
+            return self.bias
+        return torch.addmm(self.bias, cols, self.outlier_weight_t)
 
     def _int8_product(self, q: torch.Tensor) -> torch.Tensor:
         """``(q - 128) @ Wq^T * weight_scale`` in fp32: oneDNN's kernel, or the same integer sums in float64
