@@ -49,12 +49,13 @@ from embedserve.engine.quant import BF16Linear, Int8Linear  # noqa: E402
 from embedserve.settings import EngineSettings  # noqa: E402
 
 WORKLOADS = ("short", "medium", "mixed")
+FLOAT_VARIANTS = {"bf16": "bfloat16", "fp32": "float32"}  # fp32: the default where bf16 is emulated (no AVX512-BF16)
 
 
 def variant_backend(model_dir: Path, variant: str) -> Backend:
-    """The served torch backend: bf16, or int8 built (and calibrated, once) with ``variant``'s recipe."""
-    if variant == "bf16":
-        return backend_for(model_dir, "torch", "bfloat16", "cpu")
+    """The served torch backend: bf16 or fp32, or int8 built (and calibrated, once) with ``variant``'s recipe."""
+    if variant in FLOAT_VARIANTS:
+        return backend_for(model_dir, "torch", FLOAT_VARIANTS[variant], "cpu")
     settings = EngineSettings(model=str(model_dir), backend="torch", dtype="int8", device="cpu")
     configure_allocator()  # as create_backend does for the served backend
     return TorchBackend(load_model(settings), settings, int8_recipe=RECIPES[variant][1])
@@ -92,7 +93,7 @@ def ffn_out_layer(rows: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--variants", default="bf16,bf16-ffn-out,rot-ffn-out+smooth,out64,rot-all",
-                        help="comma-separated: bf16 and/or recipe names: " + ", ".join(RECIPES))  # fmt: skip
+                        help="comma-separated: bf16, fp32 and/or recipe names: " + ", ".join(RECIPES))  # fmt: skip
     parser.add_argument("--scale", type=float, default=0.25, help="multiply every workload's text count")
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()

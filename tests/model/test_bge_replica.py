@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from embedserve.engine import Engine, EngineSettings
+from embedserve.settings import DType
 
 BGE_DIR_ENV = "EMBEDSERVE_BGE_MODEL_DIR"
 
@@ -40,12 +41,15 @@ async def test_replica_is_bge_large_shaped_normalised_and_seeded(replica: Engine
     assert float(vectors[0] @ other[0]) > 0.99999
 
 
-async def test_real_bge_weights_reproduce_seed_response(seed_response_path: Path) -> None:
+# float32 is the reference; auto is what this machine serves by default (bf16, int8 or float32 by CPU), held to the
+# fidelity gate's 0.999 on the real weights too
+@pytest.mark.parametrize(("dtype", "floor"), [("float32", 0.9999), ("auto", 0.999)])
+async def test_real_bge_weights_reproduce_seed_response(seed_response_path: Path, dtype: DType, floor: float) -> None:
     model_dir = os.environ.get(BGE_DIR_ENV)
     if not model_dir:
         pytest.skip(f"set {BGE_DIR_ENV} to a directory with real bge-large-en-v1.5 weights to compare with the seed")
     seed = json.loads(seed_response_path.read_text())
-    eng = Engine(EngineSettings(model=model_dir, dtype="float32"))
+    eng = Engine(EngineSettings(model=model_dir, dtype=dtype))
     await eng.start()
     try:
         encodings = await eng.tokenize([seed["input"]], truncate=False)
@@ -54,4 +58,4 @@ async def test_real_bge_weights_reproduce_seed_response(seed_response_path: Path
         await eng.stop()
     expected = np.asarray(seed["embedding"], dtype=np.float32)
     assert encodings[0].length == seed["usage"]["prompt_tokens"] == 7
-    assert float(vector @ expected / np.linalg.norm(expected)) >= 0.9999
+    assert float(vector @ expected / np.linalg.norm(expected)) >= floor

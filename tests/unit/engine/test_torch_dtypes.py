@@ -40,11 +40,20 @@ def test_int8_runs_on_cpus_with_vnni_or_amx(monkeypatch: pytest.MonkeyPatch, fla
     assert resolve_dtype("int8", CPU) == torch.int8
 
 
-def test_auto_is_bf16_only_where_bf16_is_native(monkeypatch: pytest.MonkeyPatch) -> None:
-    cpu_features(monkeypatch, _is_avx512_bf16_supported=True)
-    assert resolve_dtype("auto", CPU) == torch.bfloat16
-    cpu_features(monkeypatch)
-    assert resolve_dtype("auto", CPU) == torch.float32
+@pytest.mark.parametrize(
+    ("flags", "expected"),
+    [
+        ({"_is_amx_tile_supported": True, "_is_vnni_supported": True}, torch.bfloat16),  # Sapphire Rapids on
+        ({"_is_avx512_bf16_supported": True, "_is_vnni_supported": True}, torch.bfloat16),  # Zen 4, Zen 5
+        ({"_is_vnni_supported": True}, torch.int8),  # Cascade Lake, Ice Lake: bf16 emulated, int8 ~2x fp32
+        ({}, torch.float32),  # AVX2 or AVX-512 without VNNI
+    ],
+)
+def test_auto_is_bf16_where_native_then_int8_where_vnni_then_fp32(
+    monkeypatch: pytest.MonkeyPatch, flags: dict[str, bool], expected: torch.dtype
+) -> None:
+    cpu_features(monkeypatch, **flags)
+    assert resolve_dtype("auto", CPU) == expected
 
 
 def test_float16_on_cpu_and_int8_on_cuda_are_refused() -> None:
