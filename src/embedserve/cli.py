@@ -9,6 +9,7 @@ import argparse
 import asyncio
 import logging
 import sys
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -32,8 +33,8 @@ _ENGINE_FLAGS: dict[str, dict[str, Any]] = {
     },
     "--dtype": {
         "choices": ["auto", "float32", "bfloat16", "float16", "int8"],
-        "help": "auto: bfloat16 on CPUs with native bf16, else float32; float16 on CUDA. int8 is opt-in, "
-        "on CPUs with AVX512-VNNI or AMX (see docs/performance.md)",
+        "help": "auto: bfloat16 on CPUs with native bf16, int8 on CPUs with AVX512-VNNI but no native bf16, else "
+        "float32; float16 on CUDA. int8 elsewhere needs AVX512-VNNI or AMX (see docs/performance.md)",
     },
     "--device": {"help": "auto, cpu, cuda, cuda:N"},
     "--threads": {"type": int, "help": "intra-op threads for inference (default: all available cores)"},
@@ -67,13 +68,17 @@ _ENGINE_FLAGS: dict[str, dict[str, Any]] = {
         "choices": ["auto", "on", "off"],
         "help": "torch bfloat16 on CPU: reorder most projections' weights once at load into oneDNN's layout and fuse "
         "the FFN's GELU into its matmul (default auto: on CPUs with native bf16, AMX or AVX512-BF16; measured faster "
-        "on an AMX Xeon and a Zen 5; docs/internals.md). --dtype int8 always prepacks its one bf16 layer",
+        "on an AMX Xeon and a Zen 5; docs/internals.md)",
     },
     "--max-queued-tokens": {"type": int, "help": "queue bound; past it requests get 503 with Retry-After"},
     "--auto-truncate": {
         "action": "store_const",
         "const": True,
         "help": "truncate over-long inputs by default",
+    },
+    "--cache-dir": {
+        "help": "where hub downloads, the ONNX export and int8's GPTQ codes are kept between starts (default: the "
+        "Hugging Face cache and $XDG_CACHE_HOME/embedserve)",
     },
     "--token-ids": {
         "choices": ["auto", "wordpiece", "tiktoken", "reject"],
@@ -150,6 +155,14 @@ def _parser() -> argparse.ArgumentParser:
     for group, flags in (("model", _ENGINE_FLAGS), ("server", _SERVER_FLAGS), ("gateway", _GATEWAY_FLAGS)):
         _add_flags(serve.add_argument_group(group), flags)
     serve.set_defaults(func=_serve)
+    prepare = sub.add_parser(
+        "prepare",
+        help="download the model and build what the engine caches (int8's GPTQ codes, the ONNX export, the fused "
+        "kernel), then exit: a later serve with the same model flags starts from the caches",
+    )
+    _add_flags(prepare.add_argument_group("model"), _ENGINE_FLAGS)
+    prepare.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    prepare.set_defaults(func=_prepare)
     from embedserve.accounting.cli import add_subcommands
     from embedserve.batch.run_cli import add_batch_command
 
@@ -166,6 +179,25 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     from embedserve.server import run_server
 
     return asyncio.run(run_server(settings))
+
+
+def _prepare(args: argparse.Namespace, settings: Settings) -> int:
+    """Start the engine once, as ``serve`` would, run one pass and stop: the model is downloaded and every cache the
+    backend keeps (``<cache_dir>/int8``, ``<cache_dir>/onnx``, torch's kernel build) is written. For image builds
+    and for replicas that should not each spend minutes on a first start."""
+    from embedserve.engine import Engine
+    from embedserve.logs import configure_logging
+
+    configure_logging(level=settings.log_level, fmt=settings.log_format)
+    started = time.perf_counter()
+    engine = Engine(settings.engine)
+    engine.embed_texts(["embedserve prepare"])
+    info = engine.info
+    print(
+        f"embedserve prepare: {info.name} ({info.source}), backend {info.backend} {info.dtype} on {info.device}, "
+        f"ready in {time.perf_counter() - started:.1f}s; a serve with the same model flags now starts from the caches"
+    )
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from embedserve.engine import Engine, EngineSettings
+from embedserve.engine import Engine, EngineSettings, int8_recipe
 from tests.cpu_features import NEEDS_FAST_INT8
 
 TEXTS = ["Laura is a DJ.", "OK", "What is the capital of France?", "an int8 model, rounded by GPTQ, cached on disk"]
@@ -40,3 +40,23 @@ def test_the_second_start_reuses_the_codes_and_a_damaged_file_is_rebuilt(
     assert "ignoring unreadable cached GPTQ codes" in caplog.text and "GPTQ codes cached at" in caplog.text
     assert np.array_equal(rebuilt, first)
     assert not list(codes.parent.glob(".*.tmp"))
+
+
+@NEEDS_FAST_INT8
+def test_random_weights_skip_gptq_and_cache_nothing(
+    minilm_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # --load-format dummy (the README's quickstart replica): GPTQ would spend minutes choosing codes for meaningless
+    # weights, at the same speed as round-to-nearest
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("GPTQ ran on random weights")
+
+    monkeypatch.setattr(int8_recipe, "collect_hessians", refuse)
+    settings = EngineSettings(
+        model=str(minilm_model_dir), load_format="dummy", dtype="int8", device="cpu", cache_dir=tmp_path
+    )
+    engine = Engine(settings)
+    vectors = engine.embed_texts(TEXTS)
+    assert engine.info.dtype == "int8" and engine.info.random_weights
+    assert vectors.shape == (len(TEXTS), 384) and np.isfinite(vectors).all()
+    assert not (tmp_path / "int8").exists()

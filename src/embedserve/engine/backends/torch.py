@@ -11,6 +11,7 @@ Runs under ``torch.inference_mode`` on the engine's single inference thread.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import logging
 import math
@@ -217,6 +218,11 @@ def build_int8_encoder(
     from embedserve.engine.tokenizer import WordPieceTokenizer
 
     started = time.perf_counter()
+    if recipe.gptq and model.weights_path is None:
+        # GPTQ only chooses which int8 codes the weights get (fidelity); the speed is the same whatever the codes, and
+        # seeded random weights have no fidelity to keep: round to nearest, and start in seconds, not minutes
+        logger.info("int8: random weights (--load-format dummy): weights rounded to nearest, GPTQ skipped")
+        recipe = dataclasses.replace(recipe, gptq=False)
     tokenizer = WordPieceTokenizer(model.tokenizer_path, vocab_size=model.config.vocab_size)
     encodings = tokenizer.encode_texts(CALIBRATION_TEXTS, truncate=True, max_tokens=model.max_seq_length)
     ids, mask = (torch.from_numpy(a) for a in pad_batch(encodings, pad_id=tokenizer.pad_id))
