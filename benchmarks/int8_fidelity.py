@@ -31,9 +31,10 @@ sys.path.insert(0, str(REPO))
 from tests.model.corpus import RETRIEVAL_PASSAGES, RETRIEVAL_QUERIES, varied_sentences  # noqa: E402
 from tests.model.test_fidelity import measure  # noqa: E402
 
-from embedserve.engine.backends.torch import build_encoder, build_int8_encoder, cpu_has_fast_int8  # noqa: E402
+from embedserve.engine.backends.torch import cpu_has_fast_int8  # noqa: E402
 from embedserve.engine.batching import pad_batch  # noqa: E402
-from embedserve.engine.bert import BertEncoder  # noqa: E402
+from embedserve.engine.bert import BertEncoder, build_encoder  # noqa: E402
+from embedserve.engine.int8_build import build_int8_encoder  # noqa: E402
 from embedserve.engine.int8_recipe import RECIPES  # noqa: E402
 from embedserve.engine.loading import LoadedModel, load_model  # noqa: E402
 from embedserve.engine.pooling import pool  # noqa: E402

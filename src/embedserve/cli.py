@@ -9,7 +9,6 @@ import argparse
 import asyncio
 import logging
 import sys
-import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -33,8 +32,9 @@ _ENGINE_FLAGS: dict[str, dict[str, Any]] = {
     },
     "--dtype": {
         "choices": ["auto", "float32", "bfloat16", "float16", "int8"],
-        "help": "auto: bfloat16 on CPUs with native bf16, int8 on CPUs with AVX512-VNNI but no native bf16, else "
-        "float32; float16 on CUDA. int8 elsewhere needs AVX512-VNNI or AMX (see docs/performance.md)",
+        "help": "auto (torch): bfloat16 on CPUs with native bf16, int8 on CPUs with AVX512-VNNI but no native bf16 "
+        "(measured on an Ice Lake), else float32; float16 on CUDA; onnx: float32. int8 elsewhere needs AVX512-VNNI "
+        "or AMX (see docs/performance.md)",
     },
     "--device": {"help": "auto, cpu, cuda, cuda:N"},
     "--threads": {"type": int, "help": "intra-op threads for inference (default: all available cores)"},
@@ -162,6 +162,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     _add_flags(prepare.add_argument_group("model"), _ENGINE_FLAGS)
     prepare.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    prepare.add_argument("--log-format", choices=["text", "json"])
     prepare.set_defaults(func=_prepare)
     from embedserve.accounting.cli import add_subcommands
     from embedserve.batch.run_cli import add_batch_command
@@ -182,21 +183,19 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _prepare(args: argparse.Namespace, settings: Settings) -> int:
-    """Start the engine once, as ``serve`` would, run one pass and stop: the model is downloaded and every cache the
-    backend keeps (``<cache_dir>/int8``, ``<cache_dir>/onnx``, torch's kernel build) is written. For image builds
-    and for replicas that should not each spend minutes on a first start."""
-    from embedserve.engine import Engine
+    from embedserve.engine.prepare import prepare
     from embedserve.logs import configure_logging
 
     configure_logging(level=settings.log_level, fmt=settings.log_format)
-    started = time.perf_counter()
-    engine = Engine(settings.engine)
-    engine.embed_texts(["embedserve prepare"])
-    info = engine.info
-    print(
-        f"embedserve prepare: {info.name} ({info.source}), backend {info.backend} {info.dtype} on {info.device}, "
-        f"ready in {time.perf_counter() - started:.1f}s; a serve with the same model flags now starts from the caches"
-    )
+    done = prepare(settings.engine)
+    info = done.info
+    print(f"embedserve prepare: {info.name} ({info.source}), backend {info.backend} {info.dtype} on {info.device}, "
+          f"ready in {done.seconds:.1f}s")  # fmt: skip
+    for path in done.written:
+        print(f"  cached {path}")
+    if not done.written:
+        print("  no cache file written: they were all there already, or this backend and dtype keep none")
+    print("a serve with the same model flags and cache dir now starts from these caches")
     return 0
 
 

@@ -69,8 +69,8 @@ def fp32_encoder_and_batch(minilm_model_dir: Path, texts: list[str]) -> tuple[An
     """The fp32 torch encoder on MiniLM, and 24 of the texts as one padded batch of torch ids and mask."""
     import torch
 
-    from embedserve.engine.backends.torch import build_encoder
     from embedserve.engine.batching import pad_batch
+    from embedserve.engine.bert import build_encoder
     from embedserve.engine.loading import load_model
     from embedserve.engine.tokenizer import WordPieceTokenizer
 

@@ -12,13 +12,15 @@ import pytest
 
 from embedserve.engine import Engine, EngineSettings, int8_recipe
 from embedserve.engine.backends import onnx_build
+from embedserve.engine.fused import fused_available
 from embedserve.settings import BackendName, DType
 from tests.cpu_features import NEEDS_FAST_INT8
 
 
 def prepare(model_dir: Path, cache: Path, *flags: str) -> str:
     done = subprocess.run(
-        [sys.executable, "-m", "embedserve", "prepare", "--model", str(model_dir), "--cache-dir", str(cache), *flags],
+        [sys.executable, "-m", "embedserve", "prepare", "--model", str(model_dir), "--device", "cpu",
+         "--cache-dir", str(cache), *flags],
         capture_output=True, text=True, timeout=600, check=False,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
@@ -60,7 +62,11 @@ def test_prepare_caches_what_the_next_start_needs(
 ) -> None:
     out = prepare(minilm_model_dir, tmp_path, "--backend", backend, "--dtype", dtype)
     assert f"backend {backend} {dtype} on cpu" in out, out
-    assert len(list(tmp_path.glob(cached))) == 1
+    (kept,) = tmp_path.glob(cached)
+    assert f"cached {kept}" in out, out
+    if dtype == "int8" and fused_available():  # the fused kernel is built under the cache dir too
+        assert list((tmp_path / "kernels").rglob("*.so")), out
+    assert "no cache file written" in prepare(minilm_model_dir, tmp_path, "--backend", backend, "--dtype", dtype)
     for module, name in builders:
         monkeypatch.setattr(module, name, refuse)
     settings = EngineSettings(
@@ -70,10 +76,23 @@ def test_prepare_caches_what_the_next_start_needs(
     assert vectors.shape == (1, 384) and np.isfinite(vectors).all()
 
 
-def test_prepare_refuses_what_serve_refuses_in_one_line(minilm_model_dir: Path, tmp_path: Path) -> None:
+def test_prepare_refuses_what_serve_refuses_in_one_line(tmp_path: Path) -> None:
     done = subprocess.run(
         [sys.executable, "-m", "embedserve", "prepare", "--model", str(tmp_path / "missing"), "--dtype", "float32"],
         capture_output=True, text=True, timeout=120, check=False,
     )  # fmt: skip
     assert done.returncode == 2
-    assert done.stderr.startswith("embedserve: error:") and "Traceback" not in done.stderr
+    assert done.stderr.startswith("embedserve: error:") and len(done.stderr.splitlines()) == 1, done.stderr
+
+
+@NEEDS_FAST_INT8
+def test_prepare_fails_when_the_int8_codes_cannot_be_cached(minilm_model_dir: Path, tmp_path: Path) -> None:
+    blocked = tmp_path / "a-file"
+    blocked.write_text("not a folder")
+    done = subprocess.run(
+        [sys.executable, "-m", "embedserve", "prepare", "--model", str(minilm_model_dir), "--device", "cpu",
+         "--dtype", "int8", "--cache-dir", str(blocked), "--log-level", "error"],
+        capture_output=True, text=True, timeout=600, check=False,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "embedserve: error: int8's GPTQ codes could not be cached" in done.stderr

@@ -14,7 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from embedserve.engine.loading import BertConfig
+from embedserve.engine.loading import BertConfig, LoadedModel
+from embedserve.errors import ModelLoadError
 
 
 class Packing:
@@ -221,3 +222,18 @@ def load_state(model: BertEncoder, state: dict[str, torch.Tensor]) -> None:
     missing, unexpected = model.load_state_dict(cleaned, strict=False)
     if missing or unexpected:
         raise ValueError(f"checkpoint mismatch: missing {missing[:5]}, unexpected {unexpected[:5]}")
+
+
+def build_encoder(model: LoadedModel) -> BertEncoder:
+    """The encoder with ``model``'s weights (or seeded random ones for ``--load-format dummy``), in eval mode."""
+    encoder = BertEncoder(model.config)
+    if model.weights_path is None:
+        init_dummy_weights(encoder, seed=model.seed)
+    else:
+        from safetensors.torch import load_file
+
+        try:
+            load_state(encoder, load_file(str(model.weights_path)))
+        except (ValueError, RuntimeError) as exc:
+            raise ModelLoadError(f"Could not load {model.weights_path}: {exc}") from None
+    return encoder.eval()

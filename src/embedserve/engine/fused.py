@@ -2,8 +2,9 @@
 
 ``rotate_quantize`` does ``HadamardRotation``, the outlier gather, smoothing and ``_quantize_rows_shifted_`` in one
 pass per row instead of several torch passes over the whole batch. It needs a C++ compiler and ninja at first use
-(torch caches the build in its extensions directory); where either is missing ``fused_available()`` says False,
-logs why once, and callers keep the torch path. ``EMBEDSERVE_FUSED_KERNELS=0`` turns the kernels off (read per call).
+(the build is kept under ``set_build_root``'s folder, the engine's ``<cache dir>/kernels``, else torch's extensions
+folder); where either is missing ``fused_available()`` says False, logs why once, and callers keep the torch path.
+``EMBEDSERVE_FUSED_KERNELS=0`` turns the kernels off (read per call).
 """
 
 from __future__ import annotations
@@ -38,18 +39,39 @@ def _cpu_tag() -> str:
     return hashlib.sha256(flags.encode()).hexdigest()[:10]
 
 
+_build_root: list[Path] = []
+
+
+def set_build_root(root: Path) -> None:
+    """Compile and keep the kernels under ``root`` (the engine's cache dir, so that ``embedserve prepare`` and a
+    shared cache carry them) instead of torch's extensions folder; only before the first build in this process."""
+    _build_root[:] = [root]
+
+
+def _build_directory(name: str) -> Path:
+    from torch.utils import cpp_extension
+
+    if not _build_root:
+        return Path(cpp_extension._get_build_directory(name, verbose=False))
+    folder = _build_root[0] / name
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
 @functools.cache
 def _extension() -> ModuleType | None:
-    """The compiled module, built (or loaded from torch's cache) once per process; None where that failed."""
+    """The compiled module, built (or loaded from its cache) once per process; None where that failed."""
     from torch.utils import cpp_extension  # imported here: it pulls in setuptools, unneeded unless int8 is served
 
     try:
         _ninja_on_path()
         name = f"embedserve_rotate_quantize_{_cpu_tag()}"
-        _drop_stale_lock(Path(cpp_extension._get_build_directory(name, verbose=False)))
+        build_directory = _build_directory(name)
+        _drop_stale_lock(build_directory)
         return cpp_extension.load(  # type: ignore[no-any-return]
             name=name,
             sources=[str(_SOURCE)],
+            build_directory=str(build_directory),
             # at::parallel_for is inline: its OpenMP region is compiled here. The link resolves libgomp.so.1 to the one
             # torch has already loaded (same soname), so torch's thread count governs it too.
             extra_cflags=["-O3", "-march=native", "-fopenmp"],

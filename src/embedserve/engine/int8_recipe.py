@@ -75,7 +75,7 @@ def _rot(group: int = 0, seed: int | None = None, clip: float = 1.0, outliers: i
 
 
 RECIPES: dict[str, tuple[str, Int8Recipe]] = {
-    "bf16-ffn-out": ("smoothed + 16 outliers; FFN-out bf16 (today's recipe)", SMOOTHED_FLOAT_FFN_OUT),
+    "bf16-ffn-out": ("smoothed + 16 outliers; FFN-out bf16 (served before GPTQ, 2026-12-07)", SMOOTHED_FLOAT_FFN_OUT),
     "smooth": ("smoothed + 16 outliers everywhere, FFN-out int8 (no rotation)", Int8Recipe()),
     "rot-ffn-out": (
         "FFN-out rotated (no smoothing there); smoothed + outliers elsewhere",
@@ -116,7 +116,7 @@ RECIPES: dict[str, tuple[str, Int8Recipe]] = {
         "every linear rotated, then smoothed, no outliers, weights rounded by GPTQ",
         Int8Recipe(rotate=KINDS, outliers=0, gptq=True),
     ),
-    "bf16-ffn-out+gptq": ("today's recipe, weights rounded by GPTQ", Int8Recipe(float_ffn_out=True, gptq=True)),
+    "bf16-ffn-out+gptq": ("bf16-ffn-out, weights rounded by GPTQ", Int8Recipe(float_ffn_out=True, gptq=True)),
 }
 """The named recipes ``benchmarks/int8_fidelity.py`` measures (docs/int8-rotation.md has the figures)."""
 

@@ -97,7 +97,7 @@ def test_the_calibration_set_ships_with_prose_and_one_word_texts() -> None:
 def test_the_cache_key_is_the_same_in_every_process(minilm_model_dir: Path) -> None:
     """The recipe's sets print in hash-seed order; the key must not follow them, or no restart would find its codes."""
     script = (
-        "import sys; from pathlib import Path; from embedserve.engine.backends.torch import INT8_RECIPE;"
+        "import sys; from pathlib import Path; from embedserve.engine.int8_build import INT8_RECIPE;"
         "from embedserve.engine.gptq import gptq_codes_file; from embedserve.engine.loading import load_model;"
         "from embedserve.settings import EngineSettings;"
         f"m = load_model(EngineSettings(model={str(minilm_model_dir)!r}));"

@@ -19,8 +19,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from embedserve.engine.backends.torch import build_encoder
-from embedserve.engine.bert import BertEncoder
+from embedserve.engine.bert import BertEncoder, build_encoder
 from embedserve.engine.build_cache import cache_key, remove_stale_temps, write_atomically
 from embedserve.engine.loading import LoadedModel
 from embedserve.engine.model_info import Pooling

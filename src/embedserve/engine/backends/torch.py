@@ -1,25 +1,22 @@
 """The PyTorch backend: fp32 reference, bf16 on CPUs that have it, fp16/bf16 on CUDA, W8A8 int8 on CPU; SDPA.
 
 ``--dtype auto`` picks bfloat16 weights on CPUs with native bf16 (AVX512-BF16 or AMX; measured parity on MiniLM: min
-cosine 0.99983-0.99986 vs fp32 over 520 sentences, see docs/performance.md, "Fidelity"), float32 on other CPUs,
-float16 on CUDA. ``int8`` is opt-in (measured min cosine 0.99935-0.99938; far slower than bf16 on AMX, 0.97-1.22x
-bf16 through HTTP on a Zen 4, 0.98-1.08x prepacked bf16 on a Zen 5) and refused on CPUs without AVX512-VNNI or AMX,
-where torch's int8 matmul has no fast kernel.
+cosine 0.99983-0.99986 vs fp32 over 520 sentences, see docs/performance.md, "Fidelity"), int8 (``int8_build.py``; min
+cosine 0.999312) on CPUs with AVX512-VNNI but no native bf16, where it ran 1.66-2.15x fp32 through HTTP on an Ice
+Lake, float32 on other CPUs, float16 on CUDA. Where bf16 is native int8 is opt-in (1.09-1.21x prepacked bf16 in
+library calls on a Zen 5); it is refused on CPUs without AVX512-VNNI or AMX, where torch's int8 matmul has no fast
+kernel.
 Runs under ``torch.inference_mode`` on the engine's single inference thread.
 """
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
-import hashlib
 import logging
 import math
 import os
 import time
 from collections.abc import Generator
-from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
@@ -28,26 +25,16 @@ from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from embedserve.engine import prepacked
-from embedserve.engine.bert import BertEncoder, fuse_qkv, init_dummy_weights, load_state
+from embedserve.engine.bert import build_encoder
 from embedserve.engine.build_cache import cache_root
-from embedserve.engine.fused import fused_available
-from embedserve.engine.gptq import (
-    StaleGptqCodes,
-    calibration_texts,
-    gptq_codes_file,
-    load_gptq_codes,
-    save_gptq_codes,
-)
 from embedserve.engine.graphs import GRAPH_MAX_TOKENS, CudaGraphs, graph_buckets
-from embedserve.engine.int8_recipe import RECIPES, Int8Recipe, quantize_encoder
+from embedserve.engine.int8_build import INT8_RECIPE, build_int8_encoder
+from embedserve.engine.int8_recipe import Int8Recipe
 from embedserve.engine.loading import LoadedModel
 from embedserve.engine.pooling import pool
-from embedserve.engine.quant import CALIBRATION_TEXTS, int8_linear_available, replace_linears
-from embedserve.errors import InvalidRequestError, ModelLoadError
+from embedserve.engine.quant import int8_linear_available, replace_linears
+from embedserve.errors import InvalidRequestError
 from embedserve.settings import EngineSettings
-
-if TYPE_CHECKING:
-    from embedserve.engine.tokenizer import WordPieceTokenizer
 
 logger = logging.getLogger(__name__)
 
@@ -168,110 +155,6 @@ def default_threads() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
-def build_encoder(model: LoadedModel) -> BertEncoder:
-    encoder = BertEncoder(model.config)
-    if model.weights_path is None:
-        init_dummy_weights(encoder, seed=model.seed)
-    else:
-        from safetensors.torch import load_file
-
-        try:
-            load_state(encoder, load_file(str(model.weights_path)))
-        except (ValueError, RuntimeError) as exc:
-            raise ModelLoadError(f"Could not load {model.weights_path}: {exc}") from None
-    return encoder.eval()
-
-
-INT8_RECIPE = RECIPES["gptq+out32"][1]
-"""What ``--dtype int8`` builds: int8 on every linear, the FFN down projection's input Hadamard-rotated, SmoothQuant
-and 32 fp32 outlier channels per layer, weights rounded by GPTQ (cached between starts). MiniLM min cosine vs fp32
-over 520 sentences 0.999312 on oneDNN's kernel (Zen 5; 16 outlier channels read 0.999127-0.999257, too near the
-gate), and 1.09-1.21x prepacked bf16 in library calls on bge-large there, where the recipe before it
-(``bf16-ffn-out``: FFN-out in bf16, weights rounded to nearest) read 0.999385 and 1.01-1.09x (docs/int8-rotation.md)."""
-
-
-def _gptq_batches(model: LoadedModel, tokenizer: WordPieceTokenizer) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """GPTQ's calibration texts as length-sorted ``(ids, mask)`` batches of 32."""
-    from embedserve.engine.batching import pad_batch
-
-    texts = sorted(
-        tokenizer.encode_texts(calibration_texts(), truncate=True, max_tokens=model.max_seq_length),
-        key=lambda e: len(e.ids),
-    )
-    batches = (pad_batch(texts[start : start + 32], pad_id=tokenizer.pad_id) for start in range(0, len(texts), 32))
-    return [(torch.from_numpy(ids), torch.from_numpy(mask)) for ids, mask in batches]
-
-
-def build_int8_encoder(
-    model: LoadedModel,
-    *,
-    recipe: Int8Recipe = INT8_RECIPE,
-    emulate: bool = False,
-    bf16: bool | None = None,
-    cache: Path | None = None,
-) -> BertEncoder:
-    """W8A8 (per-token activations, per-channel weights) as ``recipe`` says, calibrated on fixed texts. ``emulate``
-    builds the float64 emulation of the same integer arithmetic (any CPU; fidelity measurements only); ``bf16``
-    (default: whether the CPU has it) is how a layer the recipe keeps out of int8 runs, else fp32. ``cache``: a
-    folder where a GPTQ recipe's int8 codes are kept between starts (GPTQ takes minutes on bge-large, 2 cores)."""
-    from embedserve.engine.batching import pad_batch
-    from embedserve.engine.tokenizer import WordPieceTokenizer
-
-    started = time.perf_counter()
-    if recipe.gptq and model.weights_path is None:
-        # GPTQ only chooses which int8 codes the weights get (fidelity); the speed is the same whatever the codes, and
-        # seeded random weights have no fidelity to keep: round to nearest, and start in seconds, not minutes
-        logger.info("int8: random weights (--load-format dummy): weights rounded to nearest, GPTQ skipped")
-        recipe = dataclasses.replace(recipe, gptq=False)
-    tokenizer = WordPieceTokenizer(model.tokenizer_path, vocab_size=model.config.vocab_size)
-    encodings = tokenizer.encode_texts(CALIBRATION_TEXTS, truncate=True, max_tokens=model.max_seq_length)
-    ids, mask = (torch.from_numpy(a) for a in pad_batch(encodings, pad_id=tokenizer.pad_id))
-    gptq_batches = _gptq_batches(model, tokenizer) if recipe.gptq else []
-    codes_file = None
-    if recipe.gptq and cache is not None and not emulate:
-        tokens = hashlib.sha256(ids.numpy().tobytes())  # both calibration sets as token ids: texts, tokenizer, limit
-        for batch_ids, _ in gptq_batches:
-            tokens.update(batch_ids.numpy().tobytes())
-        codes_file = gptq_codes_file(model, recipe, cache, calibration=tokens.hexdigest())
-    codes = load_gptq_codes(codes_file) if codes_file is not None else {}
-    loaded = set(codes)
-    if recipe.gptq and not codes:
-        logger.info(
-            "int8: computing GPTQ weight codes for this model, once (bge-large: 3-4 minutes on 2 cores); %s",
-            f"cached at {codes_file} for later starts" if codes_file else "not cached",
-        )
-
-    def quantize() -> tuple[BertEncoder, list[str]]:
-        encoder = build_encoder(model)
-        # One projection for query, key and value: their input is quantised once, not three times (bge-large on a
-        # Zen 5, library calls: 1.03-1.04x at 12, 128 and 500 tokens). Before calibration, so the fused projection
-        # gets one set of smoothing factors and outlier channels.
-        fuse_qkv(encoder)
-        bf16_layers = cpu_has_bf16() if bf16 is None else bf16
-        replaced = quantize_encoder(
-            encoder, lambda: encoder(ids, mask), recipe, bf16=bf16_layers, gptq_batches=gptq_batches,
-            gptq_codes=codes, emulate=emulate,
-        )  # fmt: skip
-        return encoder, replaced
-
-    try:
-        encoder, replaced = quantize()
-    except StaleGptqCodes as exc:  # the layers this start built are not the ones the codes were made for
-        logger.warning("int8: cached GPTQ codes %s do not fit (%s); computing them again", codes_file, exc)
-        codes.clear()
-        loaded = set()
-        encoder, replaced = quantize()
-    if codes_file is not None and set(codes) != loaded:  # computed now: kept for the next start
-        save_gptq_codes(codes_file, codes)
-    # built (or loaded from torch's cache) now, not on the first request: a first build takes ~20 s
-    kernels = "float64 emulation" if emulate else "fused C++ kernel" if fused_available() else "torch ops"
-    logger.info(
-        "int8: quantised %d linear layers in %.1fs; activations quantised by %s",
-        len(replaced), time.perf_counter() - started, kernels,
-    )  # fmt: skip
-    return encoder.eval()
-
-
 class PretransposedLinear(nn.Module):
     """``nn.Linear`` with its weight stored (in, out): MKL's fp32 GEMM reads that layout ~1.8x faster when only a few
     rows come in (one short text: 1.62 -> 0.90 ms for a 1024x4096 layer on 2 cores) and as fast for large batches."""
@@ -333,7 +216,10 @@ class TorchBackend:
                     "--dtype auto chose int8: AVX512-VNNI without native bf16, where int8 runs ~2x float32 at min "
                     "cosine >= 0.999; --dtype float32 serves the unquantised reference"
                 )
-            self.encoder = build_int8_encoder(model, recipe=int8_recipe, cache=cache_root(settings, "int8"))
+            self.encoder = build_int8_encoder(
+                model, recipe=int8_recipe, bf16=cpu_has_bf16(), cache=cache_root(settings, "int8"),
+                kernels=cache_root(settings, "kernels"),
+            )  # fmt: skip
         else:
             self.encoder = build_encoder(model).to(device=self._device, dtype=self._torch_dtype)
         if self.prepacked:
