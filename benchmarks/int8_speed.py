@@ -1,15 +1,20 @@
-"""int8 speed per recipe on the bge-large replica: library calls, against torch bf16 in the same run (VNNI/AMX CPUs).
+"""int8 speed per recipe on the bge-large replica: library calls, against torch bf16 or fp32 in the same run
+(VNNI/AMX CPUs).
 
     python benchmarks/int8_speed.py                                   # bf16 and four recipes, scale 0.25
     python benchmarks/int8_speed.py --variants bf16,bf16-ffn-out,out64 --scale 1
+    python benchmarks/int8_speed.py --variants fp32,gptq+out32,bf16   # no native bf16: the served int8 against fp32
 
 ``int8_fidelity.py`` measures what a recipe does to the vectors; this measures what it costs. Each variant is the
-served torch backend (``--dtype int8`` with the named recipe from ``engine/int8_recipe.py``, or ``bf16``) on the
-architecture-exact replica with seeded random weights (speed depends on shapes, not values), fed bench_http's
-short, medium and mixed workloads as length-sorted library batches. Passes alternate between variants, ``--repeat``
-times; the figures are medians, each against the first variant's. Then the FFN down projection alone (a 2048 x 4096
-fp32 input, bge-large's widest activation at the CPU's default 2048-token batch): bf16, int8 without rotation, int8
-with the Hadamard rotation, and the rotation by itself.
+served torch backend (``--dtype int8`` with the named recipe from ``engine/int8_recipe.py``, the served one being
+``gptq+out32``; or ``bf16`` / ``fp32``, ``--dtype bfloat16`` / ``float32``) on the architecture-exact replica with
+seeded random weights (speed depends on shapes, not values), fed bench_http's short, medium and mixed workloads as
+length-sorted library batches. Passes alternate between variants, ``--repeat`` times; the figures are medians, each
+against the first variant's: put ``bf16`` first where the CPU has native bf16 (AMX, AVX512-BF16), ``fp32`` first where
+bf16 is only emulated (AVX512-VNNI without AVX512-BF16: Cascade Lake, Ice Lake, where ``--dtype auto`` serves int8 and
+fp32 is the unquantised reference). Then the FFN down projection alone (a 2048 x 4096 fp32 input, bge-large's widest
+activation at the CPU's default 2048-token batch): bf16, int8 without rotation, int8 with the Hadamard rotation, and
+the rotation by itself.
 """
 
 from __future__ import annotations
@@ -49,7 +54,7 @@ from embedserve.engine.quant import BF16Linear, Int8Linear  # noqa: E402
 from embedserve.settings import EngineSettings  # noqa: E402
 
 WORKLOADS = ("short", "medium", "mixed")
-FLOAT_VARIANTS = {"bf16": "bfloat16", "fp32": "float32"}  # fp32: the default where bf16 is emulated (no AVX512-BF16)
+FLOAT_VARIANTS = {"bf16": "bfloat16", "fp32": "float32"}  # fp32: the baseline where bf16 is emulated (no AVX512-BF16)
 
 
 def variant_backend(model_dir: Path, variant: str) -> Backend:
