@@ -105,8 +105,9 @@ def test_auto_dtype_is_bf16_where_native_else_int8_where_vnni(minilm_model_dir: 
 def test_int8_w8a8_is_close_and_keeps_retrieval(minilm_model_dir: Path, fp32: Pair) -> None:
     fid = measure(embed_all(minilm_model_dir, "torch", "int8"), fp32)
     print(f"\ntorch int8 (every linear; FFN-out rotated; SmoothQuant, 32 fp32 outlier channels; GPTQ): {fid}")
-    # Measured min 0.999312, mean 0.999815, strict same top-3 16/16 on a Zen 5 (docs/int8-rotation.md, "GPTQ");
-    # rounding the weights to nearest instead reads 0.998865, 16 outlier channels 0.999127-0.999257. Opt-in; the
+    # Measured min 0.999312, mean 0.999815, strict same top-3 16/16 on a Zen 5 (docs/int8-rotation.md, "GPTQ"), and
+    # 0.999270 / 0.999815, strict 15/16 on an Ice Lake (codes computed there), where auto serves it;
+    # rounding the weights to nearest instead reads 0.998865, 16 outlier channels 0.999127-0.999257. The
     # floors catch a regression, on the strict count so that one new swap among near-ties still fails.
     assert fid.min_cos >= 0.999, fid
     assert fid.mean_cos >= 0.9997, fid
