@@ -96,3 +96,10 @@ def test_prepare_fails_when_the_int8_codes_cannot_be_cached(minilm_model_dir: Pa
     )  # fmt: skip
     assert done.returncode == 2, done.stdout + done.stderr
     assert "embedserve: error: int8's GPTQ codes could not be cached" in done.stderr
+
+
+def test_prepare_onnx_int8_needs_no_gptq_codes(minilm_model_dir: Path, tmp_path: Path) -> None:
+    # onnx's int8 is ONNX Runtime's own quantisation: its cached graphs are the cache, no GPTQ codes are expected
+    out = prepare(minilm_model_dir, tmp_path, "--backend", "onnx", "--dtype", "int8")
+    assert "backend onnx int8 on cpu" in out and "/onnx/" in out, out
+    assert not (tmp_path / "int8").exists()

@@ -38,7 +38,8 @@ def prepare(settings: EngineSettings) -> Prepared:
     engine.embed_texts(["embedserve prepare"])
     info = engine.info
     kept = _kept_files(settings)
-    if info.dtype == "int8" and not info.random_weights and not any(p.name == _KEPT[0] for p in kept):
+    gptq = info.backend == "torch" and info.dtype == "int8" and not info.random_weights  # onnx int8 keeps no codes
+    if gptq and not any(p.name == _KEPT[0] for p in kept):
         raise EngineError(
             f"int8's GPTQ codes could not be cached under {cache_root(settings, 'int8')} (see the warning above): "
             "every start would compute them again. Pass a writable --cache-dir."
