@@ -14,6 +14,7 @@ import hashlib
 import logging
 import os
 import shutil
+import sys
 import time
 from pathlib import Path
 from types import ModuleType
@@ -49,13 +50,23 @@ def set_build_root(root: Path) -> None:
 
 
 def _build_directory(name: str) -> Path:
+    """``<root>/<name>-torch<version>-py<version>`` (a cache shared by images of other torch or Python versions keeps
+    one build each); torch's own folder without a root, or where the root's folder cannot be written (a read-only
+    volume: torch creates a lock file there on every first load in a process)."""
     from torch.utils import cpp_extension
 
-    if not _build_root:
-        return Path(cpp_extension._get_build_directory(name, verbose=False))
-    folder = _build_root[0] / name
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder
+    if _build_root:
+        version = f"torch{torch.__version__}-py{sys.version_info.major}{sys.version_info.minor}"
+        folder = _build_root[0] / f"{name}-{version}"
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            logger.warning("cannot build the fused kernel under %s (%s); using torch's extensions folder", folder, exc)
+        else:
+            if os.access(folder, os.W_OK):
+                return folder
+            logger.warning("%s is read-only; the fused kernel is built in torch's extensions folder", folder)
+    return Path(cpp_extension._get_build_directory(name, verbose=False))
 
 
 @functools.cache

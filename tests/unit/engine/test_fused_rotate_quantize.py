@@ -216,3 +216,21 @@ def test_a_build_lock_left_by_a_killed_build_is_removed_and_a_live_one_kept(tmp_
     fused._drop_stale_lock(tmp_path)
     assert not lock.exists()
     fused._drop_stale_lock(tmp_path)  # no lock at all: nothing to do
+
+
+def test_the_kernel_builds_under_the_cache_dir_and_falls_back_where_it_cannot(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(fused, "_build_root", [])
+    torch_default = Path(cpp_extension._get_build_directory("embedserve_probe", verbose=False))
+    assert fused._build_directory("embedserve_probe") == torch_default  # no root: torch's folder, as before
+    fused.set_build_root(tmp_path / "cache" / "kernels")
+    folder = fused._build_directory("embedserve_probe")
+    assert folder.parent == tmp_path / "cache" / "kernels" and folder.is_dir()
+    assert folder.name.startswith("embedserve_probe-torch") and torch.__version__ in folder.name
+    blocked = tmp_path / "a-file"
+    blocked.write_text("not a folder")
+    fused.set_build_root(blocked)
+    with caplog.at_level(logging.WARNING, logger=fused.__name__):
+        assert fused._build_directory("embedserve_probe") == torch_default
+    assert "using torch's extensions folder" in caplog.text
