@@ -23,10 +23,9 @@ from torch import nn
 
 from embedserve.engine.build_cache import cache_key, remove_stale_temps, weights_fingerprint, write_atomically
 from embedserve.engine.loading import LoadedModel
+from embedserve.engine.quant import QMAX
 
 logger = logging.getLogger(__name__)
-
-_QMAX = 127.0
 
 
 def calibration_texts() -> list[str]:
@@ -125,7 +124,7 @@ def gptq_quantize(
         )
         for i in range(end - start):
             col = wb[:, i]
-            q[:, start + i] = torch.clamp(torch.round(col / s), -_QMAX, _QMAX)
+            q[:, start + i] = torch.clamp(torch.round(col / s), -QMAX, QMAX)
             err = (col - q[:, start + i] * s) / ub[i, i]
             wb[:, i:] -= err[:, None] * ub[i, i:][None, :]
             errs[:, i] = err

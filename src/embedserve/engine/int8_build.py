@@ -93,8 +93,9 @@ def build_int8_encoder(
     encodings = tokenizer.encode_texts(CALIBRATION_TEXTS, truncate=True, max_tokens=model.max_seq_length)
     ids, mask = (torch.from_numpy(a) for a in pad_batch(encodings, pad_id=tokenizer.pad_id))
     gptq_batches = _gptq_batches(model, tokenizer) if recipe.gptq else []
-    use_cache = recipe.gptq and cache is not None and not emulate
-    codes_file = _codes_file(model, recipe, cache, ids, gptq_batches) if use_cache and cache else None
+    codes_file = None
+    if recipe.gptq and cache is not None and not emulate:
+        codes_file = _codes_file(model, recipe, cache, ids, gptq_batches)
     codes = load_gptq_codes(codes_file) if codes_file is not None else {}
     loaded = set(codes)
     if recipe.gptq and not codes:

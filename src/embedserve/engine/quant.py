@@ -27,7 +27,7 @@ from embedserve.engine.fused import fused_available, rotate_quantize
 from embedserve.engine.hadamard import HadamardRotation, fold_rotation
 from embedserve.engine.prepacked import PrepackedLinear
 
-_QMAX = 127.0
+QMAX = 127.0  # int8 codes span -127..127 (symmetric; -128 unused), weights and activations alike
 _ZERO_POINT = 128  # uint8 activations carry the symmetric int8 value + 128
 _ONE = torch.ones(())
 _ZERO_POINT_T = torch.full((), _ZERO_POINT, dtype=torch.int64)
@@ -35,8 +35,8 @@ _ZERO_POINT_T = torch.full((), _ZERO_POINT, dtype=torch.int64)
 
 def _quantize_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Symmetric per-row int8: ``x ~= q * scale`` with ``scale`` of shape ``(rows, 1)``."""
-    scale = x.abs().amax(dim=1, keepdim=True).clamp(min=1e-8) / _QMAX
-    return torch.round(x / scale).clamp(-_QMAX, _QMAX).to(torch.int8), scale
+    scale = x.abs().amax(dim=1, keepdim=True).clamp(min=1e-8) / QMAX
+    return torch.round(x / scale).clamp(-QMAX, QMAX).to(torch.int8), scale
 
 
 def _quantize_rows_shifted_(x: torch.Tensor, clip: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -48,10 +48,10 @@ def _quantize_rows_shifted_(x: torch.Tensor, clip: float = 1.0) -> tuple[torch.T
     amax = torch.maximum(x.amax(dim=1, keepdim=True), x.amin(dim=1, keepdim=True).neg_()).clamp_(min=1e-8)
     if clip != 1.0:
         amax.mul_(clip)
-        x.mul_(_QMAX / amax).round_().clamp_(-_QMAX, _QMAX)
+        x.mul_(QMAX / amax).round_().clamp_(-QMAX, QMAX)
     else:
-        x.mul_(_QMAX / amax).round_()
-    return x.add_(_ZERO_POINT).to(torch.uint8), amax / _QMAX
+        x.mul_(QMAX / amax).round_()
+    return x.add_(_ZERO_POINT).to(torch.uint8), amax / QMAX
 
 
 @dataclass(frozen=True, slots=True)
